@@ -1,0 +1,121 @@
+"""The ``forkserver`` command: settings in, a running server out, user mistakes as one line.
+
+Exit status: 0 after a clean stop (or a passing --check-config), 1 when the
+server cannot start (app not importable, address not available, file not
+writable), 2 for a usage mistake in a flag or FORKSERVER_* variable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+from .accesslog import AccessLog
+from .config import Settings, UsageError, load_settings
+from .connection import ConnectionSettings
+from .httpparser import Limits
+from .listeners import BindError, open_listeners, parse_address
+from .loader import BUILTIN, AppLoadError, load_app
+
+log = logging.getLogger("forkserver")
+
+
+class StartupError(Exception):
+    """The server cannot start; exit status 1 with this one line."""
+
+
+def main(argv=None) -> int:
+    try:
+        settings = load_settings(argv)
+    except UsageError as exc:
+        return _fail(f"{exc} (see forkserver --help)", 2)
+    _configure_logging(settings.log_level)
+    try:
+        return _run(settings)
+    except (StartupError, AppLoadError, BindError) as exc:
+        if settings.log_level == "debug" and exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__)
+        return _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(settings: Settings) -> int:
+    app = load_app(settings.app, settings.chdir)
+    if settings.check_config:
+        _check_paths(settings)
+        print(f"forkserver: configuration OK: app {settings.app or BUILTIN}, "
+              f"bind {', '.join(str(parse_address(b)) for b in settings.bind)}")
+        return 0
+    access_log = _open_access_log(settings)
+    listeners = open_listeners(settings.bind, settings.backlog)
+    _write_pid_file(settings.pid_file)
+    from .arbiter import Arbiter
+
+    try:
+        return Arbiter(
+            app, listeners,
+            max_children=settings.max_children,
+            child_timeout=settings.child_timeout,
+            graceful_timeout=settings.graceful_timeout,
+            connection_settings=ConnectionSettings(
+                header_timeout=settings.header_timeout,
+                keepalive=settings.keepalive,
+                child_timeout=settings.child_timeout,
+                limits=Limits(max_body=settings.max_body),
+            ),
+            access_log=access_log,
+        ).run()
+    finally:
+        _remove_pid_file(settings.pid_file)
+
+
+def _check_paths(settings: Settings) -> None:
+    for what, path in (("access log", settings.access_log), ("pid file", settings.pid_file)):
+        if path and path != "-":
+            directory = os.path.dirname(os.path.abspath(path))
+            if not os.access(directory, os.W_OK):
+                raise StartupError(f"{what} {path!r}: directory {directory!r} is missing or not writable")
+
+
+def _open_access_log(settings: Settings):
+    if not settings.access_log:
+        return None
+    try:
+        return AccessLog(settings.access_log, settings.access_log_format)
+    except OSError as exc:
+        raise StartupError(f"cannot open access log {settings.access_log!r}: {exc.strerror.lower()}") from None
+
+
+def _write_pid_file(path: str | None) -> None:
+    if not path:
+        return
+    try:
+        with open(path, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise StartupError(f"cannot write pid file {path!r}: {exc.strerror.lower()}") from None
+
+
+def _remove_pid_file(path: str | None) -> None:
+    if path:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
+                                           "%Y-%m-%d %H:%M:%S %z"))
+    log.addHandler(handler)
+    log.setLevel(level.upper())
+    log.propagate = False
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"forkserver: {message}", file=sys.stderr)
+    return status

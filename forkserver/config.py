@@ -1,0 +1,217 @@
+"""Settings: every option once, with its flag, its environment variable and its parser.
+
+One table drives both the command line and the ``FORKSERVER_<OPTION>`` environment
+variables, so a systemd EnvironmentFile or a launchd EnvironmentVariables dict can
+say anything the command line can. The command line wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import sys
+
+from . import __version__
+
+ENV_PREFIX = "FORKSERVER_"
+DEFAULT_BIND = "0.0.0.0:8888"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+ACCESS_LOG_FORMATS = ("common", "combined")
+
+
+class UsageError(Exception):
+    """A user mistake in a flag or variable: one line, exit status 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    app: str | None = None
+    bind: tuple[str, ...] = (DEFAULT_BIND,)
+    backlog: int = 1024
+    max_children: int = 1024
+    child_timeout: float = 30.0
+    graceful_timeout: float = 30.0
+    keepalive: float = 5.0
+    header_timeout: float = 10.0
+    max_body: int = 10 * 1024 * 1024
+    access_log: str | None = None
+    access_log_format: str = "combined"
+    log_level: str = "info"
+    pid_file: str | None = None
+    chdir: str | None = None
+    check_config: bool = False
+
+
+# --- value parsers: each raises ValueError with a message fit for a user ---
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"must be a whole number of 1 or more, not {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise ValueError(f"must be a number of seconds above 0, not {text!r}")
+    return value
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def size(text: str) -> int:
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"must be a size in bytes such as 1048576, 512K, 10M or 1G, not {text!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def bind_address(text: str) -> str:
+    # Parsed for real (and reported) by listeners.parse_address; imported late
+    # to keep this module free of socket code.
+    from .listeners import parse_address
+
+    parse_address(text)
+    return text
+
+
+def choice(options: tuple[str, ...]):
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, not {text!r}")
+        return value
+
+    return parse
+
+
+def optional_path(text: str) -> str | None:
+    return text or None
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    dest: str
+    flags: tuple[str, ...]
+    parse: object
+    help: str
+    metavar: str | None = None
+    repeatable: bool = False
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+
+OPTIONS = (
+    Option("bind", ("-b", "--bind"), bind_address,
+           "address to listen on: HOST:PORT, [::]:PORT or unix:PATH; repeat for more "
+           f"(env: comma-separated; default {DEFAULT_BIND})", "ADDRESS", repeatable=True),
+    Option("backlog", ("--backlog",), positive_int,
+           "listen backlog: connections the kernel holds while all children are busy "
+           "(default 1024; macOS caps it at kern.ipc.somaxconn, 128)", "N"),
+    Option("max_children", ("--max-children",), positive_int,
+           "most connections served at once; beyond it new ones wait in the backlog (default 1024)", "N"),
+    Option("child_timeout", ("--child-timeout",), seconds,
+           "seconds a child may serve one connection before it is stopped with SIGTERM, "
+           "then SIGKILL (default 30)", "S"),
+    Option("graceful_timeout", ("--graceful-timeout",), seconds,
+           "seconds in-flight connections get to finish on SIGTERM/SIGINT (default 30)", "S"),
+    Option("keepalive", ("--keepalive",), seconds,
+           "seconds an idle keep-alive connection is held open (default 5)", "S"),
+    Option("header_timeout", ("--header-timeout",), seconds,
+           "seconds a client gets to send its request headers; then 408 (default 10)", "S"),
+    Option("max_body", ("--max-body",), size,
+           "largest request body accepted; larger gets 413 (default 10M)", "SIZE"),
+    Option("access_log", ("--access-log",), optional_path,
+           "write an access log to PATH, or '-' for stdout (default: none)", "PATH"),
+    Option("access_log_format", ("--access-log-format",), choice(ACCESS_LOG_FORMATS),
+           "common or combined (default combined)", "FORMAT"),
+    Option("log_level", ("--log-level",), choice(LOG_LEVELS),
+           "error log level: " + ", ".join(LOG_LEVELS) + " (default info)", "LEVEL"),
+    Option("pid_file", ("--pid-file",), optional_path,
+           "write the server's pid to PATH while it runs", "PATH"),
+    Option("chdir", ("--chdir",), optional_path,
+           "change to DIR and import the app from there", "DIR"),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake as one line (exit 2) instead of usage plus error."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _argparse_type(option: Option):
+    def convert(text):
+        try:
+            return option.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = option.dest
+    return convert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="forkserver",
+        description="A fork-per-connection HTTP/1.1 WSGI server. Every option can also be set "
+                    "with an environment variable FORKSERVER_<OPTION>, e.g. FORKSERVER_MAX_CHILDREN=64.",
+    )
+    parser.add_argument("app", nargs="?", metavar="MODULE:APP",
+                        help="the WSGI application to serve (env FORKSERVER_APP); "
+                             "default: a built-in app answering GET /hello with Hello, World!")
+    for option in OPTIONS:
+        parser.add_argument(*option.flags, dest=option.dest, type=_argparse_type(option),
+                            action="append" if option.repeatable else "store",
+                            metavar=option.metavar, help=option.help)
+    parser.add_argument("--check-config", action="store_true",
+                        help="load the app and check the settings, then exit (0 when all is well)")
+    parser.add_argument("--version", action="version", version=f"forkserver {__version__}")
+    return parser
+
+
+def _from_environment(environ) -> dict:
+    values = {}
+    for option in OPTIONS:
+        raw = environ.get(option.env)
+        if raw is None or (raw.strip() == "" and option.parse is not optional_path):
+            continue
+        items = [part.strip() for part in raw.split(",") if part.strip()] if option.repeatable else [raw]
+        try:
+            parsed = [option.parse(item) for item in items]
+        except ValueError as exc:
+            raise UsageError(f"{option.env}: {exc}") from None
+        values[option.dest] = tuple(parsed) if option.repeatable else parsed[0]
+    app = environ.get(ENV_PREFIX + "APP", "").strip()
+    if app:
+        values["app"] = app
+    if environ.get(ENV_PREFIX + "CHECK_CONFIG", "").strip().lower() in ("1", "true", "yes"):
+        values["check_config"] = True
+    return values
+
+
+def load_settings(argv=None, environ=None) -> Settings:
+    """Merge defaults, FORKSERVER_* variables and flags, in rising order of precedence."""
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    values = _from_environment(environ)
+    for key, value in vars(args).items():
+        if key == "check_config":
+            if value:
+                values[key] = True
+        elif value is not None:
+            values[key] = tuple(value) if isinstance(value, list) else value
+    return Settings(**values)

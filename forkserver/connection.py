@@ -1,0 +1,268 @@
+"""One connection, served start to finish inside a forked child.
+
+The loop reads a request head, runs the app through the WSGI bridge, and goes
+round again while the connection may be kept alive. Every wait on the client
+is bounded: ``header_timeout`` for a request's headers (slowloris gets a 408),
+``keepalive`` for the idle gap between requests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+import time
+
+from .httpparser import END, HTTPError, Limits, RequestHead, RequestParser
+from .response import CONTINUE, error_response
+from .wsgi import ClientDisconnected, Response, base_environ, request_environ
+
+log = logging.getLogger("forkserver")
+
+RECV_SIZE = 64 * 1024
+DRAIN_LIMIT = 1024 * 1024  # unread body we skip to keep a connection alive; more and we close
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionSettings:
+    header_timeout: float = 10.0
+    keepalive: float = 5.0
+    child_timeout: float = 30.0
+    limits: Limits = Limits()
+
+
+class RequestBody:
+    """wsgi.input: the body streamed from the socket as the app reads it."""
+
+    def __init__(self, connection: "Connection", head: RequestHead):
+        self._connection = connection
+        self._buffer = bytearray()
+        self._continue_pending = head.expect_continue
+        self.done = False
+
+    def _fill(self) -> None:
+        if self._continue_pending:
+            self._continue_pending = False
+            self._connection.send(CONTINUE)
+        event = self._connection.next_body_event()
+        if event is END:
+            self.done = True
+        else:
+            self._buffer += event
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while not self.done:
+                self._fill()
+            size = len(self._buffer)
+        while len(self._buffer) < size and not self.done:
+            self._fill()
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = size if size is not None and size >= 0 else None
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                take = end + 1
+                break
+            if self.done or (limit is not None and len(self._buffer) >= limit):
+                take = len(self._buffer)
+                break
+            self._fill()
+        if limit is not None:
+            take = min(take, limit)
+        data = bytes(self._buffer[:take])
+        del self._buffer[:take]
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        lines, total = [], 0
+        while line := self.readline():
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self):
+        while line := self.readline():
+            yield line
+
+    @property
+    def untouched_continue(self) -> bool:
+        """The client awaits 100 Continue that was never sent: it may never send the body."""
+        return self._continue_pending
+
+    def drain(self, limit: int) -> bool:
+        """Skip what the app left unread; True when the next request can be parsed."""
+        self._buffer.clear()
+        skipped = 0
+        while not self.done:
+            event = self._connection.next_body_event()
+            if event is END:
+                self.done = True
+            else:
+                skipped += len(event)
+                if skipped > limit:
+                    return False
+        return True
+
+
+class Connection:
+    def __init__(self, sock: socket.socket, peer, server_address, app, settings: ConnectionSettings,
+                 access_log=None):
+        self.sock = sock
+        self.app = app
+        self.settings = settings
+        self.access_log = access_log
+        self.parser = RequestParser(settings.limits)
+        self.started = time.monotonic()
+        self._base = base_environ(*_environ_addresses(server_address, peer))
+        self.remote = self._base["REMOTE_ADDR"]
+
+    # --- the loop ---
+
+    def serve(self) -> None:
+        lingering = False
+        try:
+            first = True
+            while True:
+                head = self._read_head(first)
+                if head is None:
+                    break
+                first = False
+                if not self._handle(head):
+                    lingering = True
+                    break
+        except HTTPError as exc:
+            self._refuse(exc)
+            lingering = True
+        except (ClientDisconnected, ConnectionError):
+            pass
+        finally:
+            self._close(lingering)
+
+    def _read_head(self, first: bool) -> RequestHead | None:
+        """The next request head; None when the client is gone or was idle too long."""
+        now = time.monotonic()
+        deadline = now + (self.settings.header_timeout if first else self.settings.keepalive)
+        head_deadline = deadline if first else None
+        while True:
+            event = self.parser.next_event()
+            if isinstance(event, RequestHead):
+                return event
+            if self.parser.in_message and head_deadline is None:
+                head_deadline = time.monotonic() + self.settings.header_timeout
+            try:
+                data = self._recv(head_deadline or deadline)
+            except TimeoutError:
+                if head_deadline is not None:
+                    raise HTTPError(408, f"headers not received within {self.settings.header_timeout:g}s")
+                return None  # an idle keep-alive connection: close quietly
+            if not data:
+                return None
+            self.parser.feed(data)
+
+    def _handle(self, head: RequestHead) -> bool:
+        """Serve one request; True when the connection may carry another."""
+        body = RequestBody(self, head)
+        keep_alive = (head.keep_alive and not self.parser.upgraded
+                      and time.monotonic() - self.started < self.settings.child_timeout / 2)
+        response = Response(head, self.send, self._sendfile, keep_alive)
+        environ = request_environ(self._base, head, body)
+        try:
+            response.run(self.app, environ)
+        except HTTPError as exc:  # raised by wsgi.input: body over the limit, or too slow
+            if response.headers_sent:
+                raise ClientDisconnected from None
+            response.send_error(exc.status, exc.detail)
+        except (ClientDisconnected, ConnectionError):
+            raise
+        except Exception:
+            log.exception("error in app handling %s %s", head.method, environ["RAW_URI"])
+            if response.headers_sent:
+                raise ClientDisconnected from None  # a half-sent response cannot be repaired
+            response.send_error(500)
+        self._log_access(head, environ, response)
+        if not response.keep_alive:
+            return False
+        if body.untouched_continue:
+            return False
+        return body.drain(DRAIN_LIMIT)
+
+    def _refuse(self, exc: HTTPError) -> None:
+        log.info("%s from %s: %s", exc.status, self.remote or "unix socket", exc.detail)
+        try:
+            self.send(error_response(exc.status, exc.detail))
+        except (ClientDisconnected, ConnectionError):
+            pass
+        if self.access_log:
+            self.access_log.write(self.remote, "-", exc.status, 0, None, None)
+
+    # --- I/O, used by the body reader and the response ---
+
+    def next_body_event(self):
+        """The next body chunk or END of the current request, reading the socket as needed."""
+        while True:
+            event = self.parser.next_event()
+            if event is not None:
+                return event
+            try:
+                data = self._recv(time.monotonic() + self.settings.header_timeout)
+            except TimeoutError:
+                raise HTTPError(408, f"body stalled for {self.settings.header_timeout:g}s") from None
+            if not data:
+                raise ClientDisconnected("client closed the connection mid-body")
+            self.parser.feed(data)
+
+    def _recv(self, deadline: float) -> bytes:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        self.sock.settimeout(remaining)
+        return self.sock.recv(RECV_SIZE)
+
+    def send(self, data: bytes) -> None:
+        self.sock.settimeout(None)
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from None
+
+    def _sendfile(self, file, count: int) -> int:
+        self.sock.settimeout(None)
+        try:
+            return self.sock.sendfile(file, 0, count)
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from None
+
+    def _close(self, lingering: bool) -> None:
+        """Close; after an error, drain briefly so the client reads our answer, not a reset."""
+        try:
+            if lingering:
+                self.sock.shutdown(socket.SHUT_WR)
+                self.sock.settimeout(1.0)
+                for _ in range(16):
+                    if not self.sock.recv(RECV_SIZE):
+                        break
+        except OSError:
+            pass
+        self.sock.close()
+
+    def _log_access(self, head: RequestHead, environ: dict, response: Response) -> None:
+        if self.access_log:
+            self.access_log.write(self.remote, f"{head.method} {environ['RAW_URI']} {head.version}",
+                                  response.status_code, response.body_bytes,
+                                  environ.get("HTTP_REFERER"), environ.get("HTTP_USER_AGENT"))
+
+
+def _environ_addresses(server_address, peer) -> tuple[tuple[str, str], tuple[str, str]]:
+    if isinstance(server_address, tuple):
+        server = (str(server_address[0]), str(server_address[1]))
+    else:  # a unix socket has no host or port
+        server = ("localhost", "")
+    remote = (str(peer[0]), str(peer[1])) if isinstance(peer, tuple) and peer else ("", "")
+    return server, remote

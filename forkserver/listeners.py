@@ -1,0 +1,149 @@
+"""Listening sockets: parse a bind address, open it, describe it, clean it up."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import socket
+import stat
+import sys
+
+
+class BindError(Exception):
+    """An address could not be listened on; the message is for the operator."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Address:
+    family: int
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.family == socket.AF_UNIX:
+            return f"unix:{self.path}"
+        if self.family == socket.AF_INET6:
+            return f"http://[{self.host}]:{self.port}"
+        return f"http://{self.host}:{self.port}"
+
+
+def parse_address(text: str) -> Address:
+    """HOST:PORT, [V6HOST]:PORT, :PORT or unix:PATH; raises ValueError naming the mistake."""
+    text = text.strip()
+    if text.startswith("unix:"):
+        path = text[len("unix:"):]
+        if not path:
+            raise ValueError(f"unix address {text!r} has no path")
+        return Address(socket.AF_UNIX, path=path)
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        family = socket.AF_INET6
+        if not sep:
+            raise ValueError(f"address {text!r} must look like [::]:PORT")
+    else:
+        host, sep, port = text.rpartition(":")
+        family = socket.AF_INET
+        if not sep:
+            raise ValueError(f"address {text!r} must look like HOST:PORT, [::]:PORT or unix:PATH")
+        host = host or "0.0.0.0"
+        if ":" in host:
+            raise ValueError(f"IPv6 address {text!r} must be written [HOST]:PORT")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"port in {text!r} must be a number from 0 to 65535")
+    return Address(family, host=host, port=int(port))
+
+
+@dataclasses.dataclass
+class Listener:
+    """One bound, listening, non-blocking socket and the address it really has."""
+
+    sock: socket.socket
+    address: Address
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self, unlink: bool = True) -> None:
+        self.sock.close()
+        if unlink and self.address.family == socket.AF_UNIX:
+            try:
+                os.unlink(self.address.path)
+            except FileNotFoundError:
+                pass
+
+
+def effective_backlog(backlog: int) -> int:
+    # macOS silently caps the backlog at kern.ipc.somaxconn (128 by default).
+    return min(backlog, 128) if sys.platform == "darwin" else backlog
+
+
+def open_listener(address: Address, backlog: int) -> Listener:
+    sock = socket.socket(address.family, socket.SOCK_STREAM)
+    try:
+        if address.family == socket.AF_UNIX:
+            _remove_stale_socket(address.path)
+            sock.bind(address.path)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if address.family == socket.AF_INET6:
+                # [::] and 0.0.0.0 may then both be bound, as with nginx's ipv6only=on.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address.host, address.port))
+        sock.listen(effective_backlog(backlog))
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot listen on {_describe(address)}: {_reason(exc, address)}") from None
+    sock.setblocking(False)
+    if address.family != socket.AF_UNIX:
+        host, port = sock.getsockname()[:2]
+        address = dataclasses.replace(address, host=host, port=port)
+    return Listener(sock, address)
+
+
+def open_listeners(texts, backlog: int) -> list[Listener]:
+    listeners: list[Listener] = []
+    try:
+        for text in texts:
+            listeners.append(open_listener(parse_address(text), backlog))
+    except BindError:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a dead server would make bind fail; anything else is kept."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+    else:
+        raise OSError(errno.EADDRINUSE, "another server answers on that socket")
+    finally:
+        probe.close()
+
+
+def _describe(address: Address) -> str:
+    return str(address).removeprefix("http://")
+
+
+def _reason(exc: OSError, address: Address) -> str:
+    if exc.errno == errno.EACCES:
+        if address.family != socket.AF_UNIX and 0 < address.port < 1024:
+            return "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        return "permission denied"
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "no such address on this machine"
+    return (exc.strerror or str(exc)).lower()

@@ -1,0 +1,63 @@
+"""Response framing: status lines, headers, chunks and error pages as bytes, no sockets."""
+
+from __future__ import annotations
+
+import http
+import time
+
+from . import __version__
+
+SERVER = f"forkserver/{__version__}"
+
+# Hop-by-hop headers belong to the server (PEP 3333); an app may only ask to close.
+HOP_BY_HOP = frozenset(
+    ("connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+     "te", "trailers", "transfer-encoding", "upgrade")
+)
+
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_date_cache = [0, ""]
+
+
+def http_date(now: float | None = None) -> str:
+    """RFC 9110 IMF-fixdate, computed at most once a second."""
+    second = int(time.time() if now is None else now)
+    if _date_cache[0] != second:
+        t = time.gmtime(second)
+        _date_cache[:] = [second, f"{_WEEKDAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} "
+                                  f"{t.tm_year} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"]
+    return _date_cache[1]
+
+
+def body_forbidden(status: int, method: str) -> bool:
+    """1xx, 204 and 304 responses, and every answer to HEAD, carry no body."""
+    return method == "HEAD" or status < 200 or status in (204, 304)
+
+
+def encode_head(status_line: str, headers: list[tuple[str, str]]) -> bytes:
+    lines = [f"HTTP/1.1 {status_line}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def error_response(status: int, detail: str = "", keep_alive: bool = False) -> bytes:
+    """A small plain-text answer for a request the server itself refuses."""
+    phrase = http.HTTPStatus(status).phrase
+    body = f"{status} {phrase}\n{detail}\n".encode("latin-1", "replace") if detail else f"{status} {phrase}\n".encode()
+    headers = [
+        ("Server", SERVER),
+        ("Date", http_date()),
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Connection", "keep-alive" if keep_alive else "close"),
+    ]
+    return encode_head(f"{status} {phrase}", headers) + body

@@ -1,0 +1,139 @@
+"""WSGI apps the tests serve (imported by the server process as apps:NAME)."""
+
+import json
+import os
+import sys
+import time
+from wsgiref.validate import validator
+
+
+def echo(environ, start_response):
+    """Returns the request body, read through wsgi.input in small pieces."""
+    stream = environ["wsgi.input"]
+    chunks = []
+    while True:
+        data = stream.read(1000)
+        if not data:
+            break
+        chunks.append(data)
+    body = b"".join(chunks)
+    start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def environ_dump(environ, start_response):
+    shown = {key: value for key, value in environ.items() if isinstance(value, (str, bool, int, tuple))}
+    shown["wsgi.input.type"] = type(environ["wsgi.input"]).__name__
+    shown["wsgi.errors.is_stderr"] = environ["wsgi.errors"] is sys.stderr
+    shown["wsgi.file_wrapper.present"] = callable(environ.get("wsgi.file_wrapper"))
+    body = json.dumps(shown).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+def slow(environ, start_response):
+    """Sleeps for ?SECONDS (default 1) before answering."""
+    delay = float(environ.get("QUERY_STRING") or 1)
+    time.sleep(delay)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"slept %g\n" % delay]
+
+
+def hang(environ, start_response):
+    while True:
+        time.sleep(60)
+
+
+def crash(environ, start_response):
+    raise RuntimeError("the app broke on purpose")
+
+
+def streamed(environ, start_response):
+    """A generator with no Content-Length: chunked on HTTP/1.1, close-delimited on 1.0."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    for i in range(5):
+        yield b"part %d\n" % i
+
+
+def with_write(environ, start_response):
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    write(b"written ")
+    return [b"and returned"]
+
+
+def exc_info(environ, start_response):
+    """Starts a response, fails, and replaces it with its own error page (PEP 3333 exc_info)."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    try:
+        raise ValueError("changed my mind")
+    except ValueError:
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain")], sys.exc_info())
+    return [b"custom error page"]
+
+
+def exc_info_late(environ, start_response):
+    """exc_info after the headers went out must re-raise: the server then aborts the response."""
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    write(b"partial")
+    try:
+        raise ValueError("too late")
+    except ValueError:
+        start_response("500 Internal Server Error", [], sys.exc_info())
+    return [b"never sent"]
+
+
+def file_wrapper(environ, start_response):
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps.py")
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(os.path.getsize(path)))])
+    return environ["wsgi.file_wrapper"](open(path, "rb"), 4096)
+
+
+def file_wrapper_unsized(environ, start_response):
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps.py")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return environ["wsgi.file_wrapper"](open(path, "rb"), 4096)
+
+
+CLOSED_MARKER = os.environ.get("FORKSERVER_TEST_CLOSE_MARKER", "")
+
+
+class _ClosingIterable:
+    def __init__(self, parts):
+        self.parts = parts
+
+    def __iter__(self):
+        return iter(self.parts)
+
+    def close(self):
+        if CLOSED_MARKER:
+            with open(CLOSED_MARKER, "a") as handle:
+                handle.write("closed\n")
+
+
+def closing(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return _ClosingIterable([b"one ", b"two"])
+
+
+def closing_crash(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def parts():
+        yield b"one"
+        raise RuntimeError("broke mid-body")
+
+    class Wrapped(_ClosingIterable):
+        def __iter__(self):
+            return parts()
+
+    return Wrapped([])
+
+
+def _validated_inner(environ, start_response):
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body) + 3))])
+    return [b"ok:" + body]
+
+
+validated = validator(_validated_inner)

@@ -1,0 +1,127 @@
+"""Shared fixtures: real forkserver processes on 127.0.0.1, ephemeral ports."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+STARTUP = re.compile(r"serving (\S+)")
+
+
+class ServerProcess:
+    """A forkserver started as a real process; its log is collected as it is written."""
+
+    def __init__(self, args, env=None, command=None):
+        command = command or [sys.executable, "-m", "forkserver"]
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        self.proc = subprocess.Popen(
+            [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
+            cwd=TESTS, text=True,
+        )
+        self.pid = self.proc.pid
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self.address = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(15) or self.address is None:
+            self.kill()
+            raise RuntimeError("forkserver did not start:\n" + self.log)
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            match = STARTUP.search(line)
+            if match and not self._ready.is_set():
+                self.address = match.group(1).rstrip(",")
+                self._ready.set()
+        self._ready.set()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    @property
+    def url(self) -> str:
+        return self.address
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+    def children(self) -> list[psutil.Process]:
+        return psutil.Process(self.pid).children()
+
+    def zombies(self) -> list[psutil.Process]:
+        found = []
+        for child in self.children():
+            try:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    found.append(child)
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
+    def wait_for_log(self, text: str, timeout: float = 10) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            for child in psutil.Process(self.pid).children(recursive=True):
+                child.kill()
+            self.proc.kill()
+            self.proc.wait(10)
+        self._reader.join(5)
+
+
+@pytest.fixture
+def start_server():
+    """start_server(*args, env=...) -> ServerProcess; every server is stopped afterwards."""
+    servers = []
+
+    def start(*args, env=None, command=None, bind="127.0.0.1:0"):
+        full = list(args)
+        if bind:
+            full = ["--bind", bind, *full]
+        server = ServerProcess(full, env=env, command=command)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.kill()
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
+    """Poll until predicate() is truthy; return its last value (a bounded wait, never a sleep-and-hope)."""
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    return value

@@ -1,0 +1,20 @@
+"""A real Flask app, served by forkserver in the tests."""
+
+from flask import Flask, jsonify, request
+
+app = Flask(__name__)
+
+
+@app.get("/hello/<name>")
+def hello(name):
+    return f"Hello, {name}!"
+
+
+@app.post("/json")
+def echo_json():
+    return jsonify(received=request.get_json(), pid_is_child=True)
+
+
+@app.get("/missing")
+def missing():
+    return "nothing here", 404

@@ -1,0 +1,165 @@
+"""The command line: options, FORKSERVER_* variables, and one clear line for each mistake."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from conftest import TESTS, ServerProcess, wait_until
+
+FORKSERVER = [sys.executable, "-m", "forkserver"]
+
+
+def run(*args, env=None, timeout=20):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FORKSERVER_")}
+    full_env.update(env or {})
+    return subprocess.run([*FORKSERVER, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=TESTS, env=full_env)
+
+
+def one_line_error(done, status: int, *words: str) -> str:
+    assert done.returncode == status, (done.returncode, done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--no-such-flag"], ["unrecognized arguments: --no-such-flag"]),
+    (["--max-children", "zero"], ["--max-children", "whole number"]),
+    (["--max-children", "0"], ["--max-children"]),
+    (["--child-timeout", "-1"], ["--child-timeout", "seconds"]),
+    (["--bind", "nonsense"], ["--bind", "HOST:PORT"]),
+    (["--bind", "127.0.0.1:99999"], ["--bind", "port"]),
+    (["--max-body", "lots"], ["--max-body", "size"]),
+    (["--log-level", "loud"], ["--log-level", "debug, info"]),
+    (["--access-log-format", "json"], ["--access-log-format"]),
+    (["a", "b"], ["unrecognized arguments"]),
+])
+def test_usage_mistakes_exit_2_with_one_line(args, words):
+    one_line_error(run(*args), 2, *words)
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("FORKSERVER_MAX_CHILDREN", "many"),
+    ("FORKSERVER_BIND", "127.0.0.1:1,bogus"),
+    ("FORKSERVER_KEEPALIVE", "forever"),
+    ("FORKSERVER_LOG_LEVEL", "chatty"),
+])
+def test_bad_environment_variable_is_named(variable, value):
+    one_line_error(run("--check-config", env={variable: value}), 2, variable)
+
+
+@pytest.mark.parametrize("app, words", [
+    ("no_such_module:app", ["no module named 'no_such_module'"]),
+    ("apps:no_such_attr", ["has no attribute 'no_such_attr'"]),
+    ("apps:CLOSED_MARKER", ["not a WSGI callable"]),
+    ("not a spec", ["MODULE:APP"]),
+    ("broken_import:app", ["ZeroDivisionError"]),
+])
+def test_unloadable_app_exits_1_with_one_line(app, words):
+    one_line_error(run(app, "--check-config"), 1, app, *words)
+
+
+def test_port_in_use_exits_1(start_server):
+    server = start_server()
+    one_line_error(run("--bind", f"127.0.0.1:{server.port}"), 1, "address already in use")
+
+
+def test_address_not_on_this_machine_exits_1():
+    # 192.0.2.0/24 is TEST-NET-1: never assigned here, so bind fails before any traffic.
+    one_line_error(run("--bind", "192.0.2.1:8888"), 1, "192.0.2.1:8888")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="privileged ports are a Linux rule here")
+def test_bind_permission_error_exits_1():
+    # A privileged port bound without CAP_NET_BIND_SERVICE: as root, from a user
+    # namespace, which holds no capability over this machine's network.
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as handle:
+        assert int(handle.read()) > 81, "this machine lets anyone bind port 81"
+    prefix = ["unshare", "--user", "--map-root-user"] if os.geteuid() == 0 else []
+    done = subprocess.run([*prefix, *FORKSERVER, "--bind", "127.0.0.1:81"], capture_output=True, text=True,
+                          timeout=20, cwd=TESTS)
+    one_line_error(done, 1, "permission denied", "CAP_NET_BIND_SERVICE")
+
+
+def test_unwritable_pid_file_exits_1():
+    one_line_error(run("--pid-file", "/nonexistent-dir/forkserver.pid", "--bind", "127.0.0.1:0"), 1, "pid file")
+
+
+def test_version():
+    import forkserver
+    done = run("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"forkserver {forkserver.__version__}"
+
+
+def test_check_config_passes_and_does_not_bind():
+    done = run("flask_app:app", "--check-config", "--bind", "127.0.0.1:1")
+    assert done.returncode == 0, done.stderr
+    assert "configuration OK" in done.stdout and "flask_app:app" in done.stdout
+
+
+def test_console_script_and_module_are_the_same_command():
+    script = os.path.join(os.path.dirname(sys.executable), "forkserver")
+    done = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0 and done.stdout == run("--version").stdout
+
+
+def test_settings_from_environment_and_flags_win(tmp_path):
+    pid_file = tmp_path / "fs.pid"
+    server = ServerProcess([], env={"FORKSERVER_BIND": "127.0.0.1:0", "FORKSERVER_APP": "apps:with_write",
+                                    "FORKSERVER_PID_FILE": str(pid_file), "FORKSERVER_MAX_CHILDREN": "3"})
+    try:
+        assert requests.get(server.url + "/", timeout=5).text == "written and returned"
+        assert int(pid_file.read_text()) == server.pid
+        assert "max children 3" in server.log
+    finally:
+        assert server.stop() == 0
+    assert not pid_file.exists()
+    flagged = ServerProcess(["--max-children", "7"], env={"FORKSERVER_BIND": "127.0.0.1:0",
+                                                          "FORKSERVER_MAX_CHILDREN": "3"})
+    try:
+        assert "max children 7" in flagged.log
+    finally:
+        flagged.stop()
+
+
+def test_startup_line_names_pid_and_every_address(start_server, tmp_path):
+    sock_path = str(tmp_path / "fs.sock")
+    server = start_server("--bind", f"unix:{sock_path}", "--bind", "[::1]:0")
+    line = next(line for line in server.lines if "serving" in line)
+    assert f"pid {server.pid}" in line
+    assert "http://127.0.0.1:" in line and "http://[::1]:" in line and f"unix:{sock_path}" in line
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(sock_path)
+        sock.sendall(b"GET /hello HTTP/1.0\r\n\r\n")
+        assert sock.recv(65536).endswith(b"Hello, World!")
+    v6_port = line.split("http://[::1]:")[1].split()[0].rstrip(",")
+    assert requests.get(f"http://[::1]:{v6_port}/hello", timeout=5).text == "Hello, World!"
+    assert server.stop() == 0
+    assert not os.path.exists(sock_path)
+
+
+def test_sigint_stops_gracefully_with_status_0(start_server):
+    server = start_server()
+    server.signal(signal.SIGINT)
+    assert server.proc.wait(10) == 0
+
+
+def test_sigusr1_reopens_the_access_log(start_server, tmp_path):
+    log_path = tmp_path / "access.log"
+    server = start_server("--access-log", str(log_path))
+    requests.get(server.url + "/hello", timeout=5)
+    assert wait_until(lambda: log_path.exists() and log_path.read_text().count("\n") == 1, 5)
+    os.rename(log_path, tmp_path / "access.log.1")
+    server.signal(signal.SIGUSR1)
+    assert server.wait_for_log("access log reopened")
+    requests.get(server.url + "/hello", timeout=5)
+    assert wait_until(lambda: log_path.exists() and "GET /hello" in log_path.read_text(), 5)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import errno
 import gc
-import logging
+
 import os
 import selectors
 import signal
@@ -19,10 +18,11 @@ import socket
 import sys
 import time
 
+from .log import log
 from .connection import Connection, ConnectionSettings
 from .reaper import Reaper
 
-log = logging.getLogger("forkserver")
+
 
 SIGNALS = {
     signal.SIGTERM: "graceful stop: stop accepting, let children finish for up to --graceful-timeout, "

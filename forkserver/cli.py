@@ -7,11 +7,12 @@ writable), 2 for a usage mistake in a flag or FORKSERVER_* variable.
 
 from __future__ import annotations
 
-import logging
+
 import os
 import sys
 import traceback
 
+from .log import log
 from .accesslog import AccessLog
 from .config import Settings, UsageError, load_settings
 from .connection import ConnectionSettings
@@ -19,7 +20,7 @@ from .httpparser import Limits
 from .listeners import BindError, open_listeners, parse_address
 from .loader import BUILTIN, AppLoadError, load_app
 
-log = logging.getLogger("forkserver")
+
 
 
 class StartupError(Exception):
@@ -31,7 +32,7 @@ def main(argv=None) -> int:
         settings = load_settings(argv)
     except UsageError as exc:
         return _fail(f"{exc} (see forkserver --help)", 2)
-    _configure_logging(settings.log_level)
+    log.set_level(settings.log_level)
     try:
         return _run(settings)
     except (StartupError, AppLoadError, BindError) as exc:
@@ -105,15 +106,6 @@ def _remove_pid_file(path: str | None) -> None:
             os.unlink(path)
         except OSError:
             pass
-
-
-def _configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
-                                           "%Y-%m-%d %H:%M:%S %z"))
-    log.addHandler(handler)
-    log.setLevel(level.upper())
-    log.propagate = False
 
 
 def _fail(message: str, status: int) -> int:

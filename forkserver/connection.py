@@ -9,15 +9,16 @@ is bounded: ``header_timeout`` for a request's headers (slowloris gets a 408),
 from __future__ import annotations
 
 import dataclasses
-import logging
+
 import socket
 import time
 
+from .log import log
 from .httpparser import END, HTTPError, Limits, RequestHead, RequestParser
 from .response import CONTINUE, error_response
 from .wsgi import ClientDisconnected, Response, base_environ, request_environ
 
-log = logging.getLogger("forkserver")
+
 
 RECV_SIZE = 64 * 1024
 DRAIN_LIMIT = 1024 * 1024  # unread body we skip to keep a connection alive; more and we close
@@ -96,6 +97,15 @@ class RequestBody:
         """The client awaits 100 Continue that was never sent: it may never send the body."""
         return self._continue_pending
 
+    def skip_received(self) -> bool:
+        """Skip the body already received, reading nothing more; True if it was all there."""
+        while not self.done:
+            event = self._connection.parser.next_event()
+            if event is None:
+                return False
+            self.done = event is END
+        return True
+
     def drain(self, limit: int) -> bool:
         """Skip what the app left unread; True when the next request can be parsed."""
         self._buffer.clear()
@@ -134,8 +144,11 @@ class Connection:
                 if head is None:
                     break
                 first = False
-                if not self._handle(head):
-                    lingering = True
+                body = self._handle(head)
+                if body is not None:
+                    # Input the app left unread: drain it briefly, or the close
+                    # could reset the connection before the client reads the answer.
+                    lingering = not body.skip_received()
                     break
         except HTTPError as exc:
             self._refuse(exc)
@@ -166,8 +179,8 @@ class Connection:
                 return None
             self.parser.feed(data)
 
-    def _handle(self, head: RequestHead) -> bool:
-        """Serve one request; True when the connection may carry another."""
+    def _handle(self, head: RequestHead) -> RequestBody | None:
+        """Serve one request; None when the connection may carry another, else its body."""
         body = RequestBody(self, head)
         keep_alive = (head.keep_alive and not self.parser.upgraded
                       and time.monotonic() - self.started < self.settings.child_timeout / 2)
@@ -187,11 +200,9 @@ class Connection:
                 raise ClientDisconnected from None  # a half-sent response cannot be repaired
             response.send_error(500)
         self._log_access(head, environ, response)
-        if not response.keep_alive:
-            return False
-        if body.untouched_continue:
-            return False
-        return body.drain(DRAIN_LIMIT)
+        if response.keep_alive and not body.untouched_continue and body.drain(DRAIN_LIMIT):
+            return None
+        return body
 
     def _refuse(self, exc: HTTPError) -> None:
         log.info("%s from %s: %s", exc.status, self.remote or "unix socket", exc.detail)

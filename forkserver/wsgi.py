@@ -6,16 +6,17 @@ optionally ``sendfile``) by the connection, so framing rules are testable alone.
 
 from __future__ import annotations
 
-import logging
+
 import sys
 from urllib.parse import unquote_to_bytes
 
 import httptools
 
+from .log import log
 from .response import (HOP_BY_HOP, LAST_CHUNK, SERVER, body_forbidden, encode_chunk,
                        encode_head, error_response, http_date)
 
-log = logging.getLogger("forkserver")
+
 
 
 class ClientDisconnected(Exception):

@@ -1,0 +1,347 @@
+"""Tests of the Ansible role roles/forkserver, run through real Ansible.
+
+Templates are rendered by ansible-playbook on localhost with the role's
+defaults and vars (plus edge values), then checked: the unit with
+`systemd-analyze verify` and `systemd-analyze security --offline`, the plist
+with plistlib, the env file by loading it like the service and like the
+role's validate step. Wrong variables must be refused by argument_specs or
+the preflight checks, naming the variable, before anything changes.
+"""
+
+import json
+import plistlib
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from role_helpers import (
+    REPO,
+    ROLE,
+    ansible_env,
+    ansible_tool,
+    failures,
+    parse_systemd_env_file,
+    render,
+    run_playbook,
+    security_score,
+    source_env_file,
+    task_name,
+)
+
+needs_systemd_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
+)
+
+HARDENING = {
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectControlGroups": "yes",
+    "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+    "RestrictNamespaces": "yes",
+    "RestrictSUIDSGID": "yes",
+    "LockPersonality": "yes",
+    "MemoryDenyWriteExecute": "yes",
+    "ProtectClock": "yes",
+    "ProtectHostname": "yes",
+    "ProtectProc": "invisible",
+    "SystemCallArchitectures": "native",
+    "KillMode": "mixed",
+    "Restart": "on-failure",
+}
+
+
+def systemd_verify(unit_path):
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # verify exits 0 on unknown keys and only warns, so any output is a failure.
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def defaults(tmp_path_factory):
+    return render(tmp_path_factory.mktemp("defaults"))
+
+
+# --- Defaults ------------------------------------------------------------
+
+
+def test_unit_defaults_run_the_venv_forkserver_with_the_env_file(defaults):
+    venv = defaults.dir.parent / "venv"
+    assert defaults.directive("ExecStart") == "%s/bin/forkserver" % venv
+    assert defaults.directive("EnvironmentFile") == "/etc/forkserver/forkserver.env"
+    assert defaults.directive("User") == "forkserver"
+    assert defaults.directive("Group") == "forkserver"
+    for key, value in HARDENING.items():
+        assert defaults.directive(key) == value, key
+
+
+def test_unit_defaults_have_no_capabilities(defaults):
+    assert defaults.directive("CapabilityBoundingSet") == ""
+    assert defaults.directive("AmbientCapabilities") == ""
+    assert "CAP_" not in defaults.unit
+
+
+def test_unit_stop_timeout_and_limits_follow_the_settings(defaults):
+    assert int(defaults.directive("TimeoutStopSec")) > 30  # graceful timeout
+    assert int(defaults.directive("LimitNOFILE")) >= 1024 + 64
+    assert int(defaults.directive("TasksMax")) > 1024
+
+
+def test_unit_keeps_fork_and_exec_allowed(defaults):
+    filters = defaults.directives("SystemCallFilter")
+    assert filters[0] == "@system-service"  # includes @process (fork, clone, execve)
+    for deny in filters[1:]:
+        assert deny.startswith("~")
+        assert "@process" not in deny and "fork" not in deny and "execve" not in deny
+
+
+@needs_systemd_analyze
+def test_unit_defaults_pass_systemd_analyze_verify(defaults):
+    systemd_verify(defaults.unit_path)
+
+
+@needs_systemd_analyze
+def test_unit_defaults_security_exposure_is_low(defaults):
+    assert security_score(defaults.unit_path) <= 2.5
+
+
+def test_env_file_defaults(defaults):
+    env = parse_systemd_env_file(defaults.env_text)
+    assert env == {
+        "FORKSERVER_BIND": "0.0.0.0:8888",
+        "FORKSERVER_BACKLOG": "1024",
+        "FORKSERVER_MAX_CHILDREN": "1024",
+        "FORKSERVER_CHILD_TIMEOUT": "30",
+        "FORKSERVER_GRACEFUL_TIMEOUT": "30",
+        "FORKSERVER_KEEPALIVE": "5",
+        "FORKSERVER_HEADER_TIMEOUT": "10",
+        "FORKSERVER_MAX_BODY": "10485760",
+        "FORKSERVER_ACCESS_LOG_FORMAT": "common",
+        "FORKSERVER_LOG_LEVEL": "info",
+    }
+    sourced = source_env_file(defaults.env_path)
+    for key, value in env.items():
+        assert sourced[key] == value
+
+
+def test_plist_defaults_is_a_valid_launch_daemon(defaults):
+    with open(defaults.plist_path, "rb") as f:
+        plist = plistlib.load(f)
+    venv = defaults.dir.parent / "venv"
+    assert plist["Label"] == "org.forkserver.forkserver"
+    assert plist["ProgramArguments"] == ["%s/bin/forkserver" % venv]
+    assert plist["UserName"] == "forkserver"
+    assert plist["GroupName"] == "forkserver"
+    assert plist["RunAtLoad"] is True
+    assert plist["KeepAlive"]
+    assert plist["StandardOutPath"].startswith("/usr/local/var/log/forkserver/")
+    assert plist["StandardErrorPath"].startswith("/usr/local/var/log/forkserver/")
+    assert plist["EnvironmentVariables"] == parse_systemd_env_file(defaults.env_text)
+    assert plist["SoftResourceLimits"]["NumberOfFiles"] >= 1024
+
+
+# --- Edge values -----------------------------------------------------------
+
+
+def test_privileged_port_gets_only_net_bind_service(tmp_path):
+    r = render(tmp_path, {"forkserver_bind": ["0.0.0.0:80", "[::]:8443"]})
+    assert r.directive("CapabilityBoundingSet") == "CAP_NET_BIND_SERVICE"
+    assert r.directive("AmbientCapabilities") == "CAP_NET_BIND_SERVICE"
+    assert r.directives("PrivateUsers") == []  # a user namespace would void the capability
+    assert parse_systemd_env_file(r.env_text)["FORKSERVER_BIND"] == "0.0.0.0:80,[::]:8443"
+    if shutil.which("systemd-analyze"):
+        systemd_verify(r.unit_path)
+        assert security_score(r.unit_path) <= 2.5
+
+
+def test_port_1024_needs_no_capability(tmp_path):
+    r = render(tmp_path, {"forkserver_bind": ["127.0.0.1:1024"]})
+    assert r.directive("CapabilityBoundingSet") == ""
+
+
+def test_unix_socket_bind_is_writable_and_allowed(tmp_path):
+    r = render(tmp_path, {"forkserver_bind": ["unix:/srv/sockets/forkserver.sock"]})
+    assert parse_systemd_env_file(r.env_text)["FORKSERVER_BIND"] == "unix:/srv/sockets/forkserver.sock"
+    assert "-/srv/sockets" in r.directive("ReadWritePaths").split()
+    assert "AF_UNIX" in r.directive("RestrictAddressFamilies").split()
+    assert r.directive("CapabilityBoundingSet") == ""
+    if shutil.which("systemd-analyze"):
+        systemd_verify(r.unit_path)
+
+
+def test_custom_app_and_awkward_values(tmp_path):
+    awkward = 'say "hi" $HOME \\ `date` & <b>'
+    r = render(
+        tmp_path,
+        {
+            "forkserver_app": "myapp.wsgi:application",
+            "forkserver_app_dir": "/srv/myapp",
+            "forkserver_access_log": "/var/log/forkserver/access.log",
+            "forkserver_access_log_format": "combined",
+            "forkserver_max_children": 4000,
+            "forkserver_graceful_timeout": 90,
+            "forkserver_extra_env": {"GREETING": awkward, "DJANGO_SETTINGS_MODULE": "myapp.settings"},
+        },
+    )
+    env = parse_systemd_env_file(r.env_text)
+    assert env["FORKSERVER_APP"] == "myapp.wsgi:application"
+    assert env["FORKSERVER_CHDIR"] == "/srv/myapp"
+    assert env["FORKSERVER_ACCESS_LOG"] == "/var/log/forkserver/access.log"
+    assert env["FORKSERVER_ACCESS_LOG_FORMAT"] == "combined"
+    assert env["GREETING"] == awkward
+    assert source_env_file(r.env_path)["GREETING"] == awkward  # sh reads it the same way
+    assert r.directive("WorkingDirectory") == "/srv/myapp"
+    assert int(r.directive("TimeoutStopSec")) > 90
+    assert int(r.directive("LimitNOFILE")) >= 4000 + 64
+    assert int(r.directive("TasksMax")) > 4000
+    with open(r.plist_path, "rb") as f:
+        plist = plistlib.load(f)
+    assert plist["EnvironmentVariables"]["GREETING"] == awkward
+    assert plist["EnvironmentVariables"]["FORKSERVER_APP"] == "myapp.wsgi:application"
+    assert plist["WorkingDirectory"] == "/srv/myapp"
+    assert plist["ExitTimeOut"] > 90
+    if shutil.which("systemd-analyze"):
+        systemd_verify(r.unit_path)
+
+
+# --- The env file against the real server ----------------------------------
+
+FORKSERVER_BIN = Path(ansible_tool("ansible-playbook")).parent / "forkserver"
+
+
+def check_config(env_path):
+    """What the role's validate step runs, without the switch to the service user."""
+    script = 'set -a && . "$1" && set +a && exec "$2" --check-config'
+    return subprocess.run(
+        ["/bin/sh", "-c", script, "sh", str(env_path), str(FORKSERVER_BIN)],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.skipif(not FORKSERVER_BIN.exists(), reason="forkserver is not installed next to ansible")
+def test_rendered_settings_pass_forkserver_check_config(defaults, tmp_path):
+    proc = check_config(defaults.env_path)
+    assert proc.returncode == 0, proc.stderr
+    r = render(tmp_path, {"forkserver_bind": ["127.0.0.1:8080", "unix:/tmp/fs.sock"]})
+    proc = check_config(r.env_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.skipif(not FORKSERVER_BIN.exists(), reason="forkserver is not installed next to ansible")
+def test_bad_setting_is_refused_by_check_config(tmp_path):
+    # The role's preflight would stop this earlier; the validate step is the
+    # second line of defence and must refuse it too.
+    r = render(tmp_path, {"forkserver_max_body": -5})
+    proc = check_config(r.env_path)
+    assert proc.returncode != 0
+    assert "FORKSERVER_MAX_BODY" in proc.stderr
+
+    r2_dir = tmp_path / "app"
+    r2_dir.mkdir()
+    r2 = render(r2_dir, {"forkserver_app": "no_such_module_here:app"})
+    proc = check_config(r2.env_path)
+    assert proc.returncode == 1, proc.stderr
+
+
+# --- Wrong variables are refused before any change ---------------------------
+
+INCLUDE_ROLE = """\
+- name: Apply the role with a wrong variable
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Include the role
+      ansible.builtin.include_role:
+        name: forkserver
+"""
+
+
+@pytest.mark.parametrize(
+    "extra, name",
+    [
+        ({"forkserver_log_level": "loud"}, "forkserver_log_level"),
+        ({"forkserver_max_children": "lots"}, "forkserver_max_children"),
+        ({"forkserver_service_manager": "upstart"}, "forkserver_service_manager"),
+        ({"forkserver_access_log_format": "json"}, "forkserver_access_log_format"),
+        ({"forkserver_bind": ["localhost"]}, "forkserver_bind"),
+        ({"forkserver_bind": ["0.0.0.0:70000"]}, "forkserver_bind"),
+        ({"forkserver_bind": ["unix:relative.sock"]}, "forkserver_bind"),
+        ({"forkserver_max_children": 0}, "forkserver_max_children"),
+        ({"forkserver_app": "not an app"}, "forkserver_app"),
+    ],
+)
+def test_wrong_variable_fails_naming_it(tmp_path, extra, name):
+    proc = run_playbook(tmp_path, INCLUDE_ROLE, extra, json_output=True)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    failed, stats = failures(proc.stdout)
+    assert failed, proc.stdout
+    task, message = failed[-1]
+    # Refused by the spec validation or a preflight check, i.e. before the
+    # role has touched anything, and the message names the variable.
+    assert task.startswith("Validating arguments") or task.startswith("Check "), task
+    assert name in message, message
+    assert stats["changed"] == 0
+
+
+def test_good_variables_pass_the_checks(tmp_path):
+    proc = run_playbook(
+        tmp_path,
+        INCLUDE_ROLE,
+        {"forkserver_log_level": "debug", "forkserver_bind": ["[::1]:8080", "unix:/run/fs/fs.sock"]},
+        json_output=True,
+    )
+    report = json.loads(proc.stdout)
+    names = {
+        task_name(task): task["hosts"].get("localhost", {})
+        for play in report["plays"]
+        for task in play["tasks"]
+    }
+    spec = [v for k, v in names.items() if k.startswith("Validating arguments")]
+    assert spec and not spec[0].get("failed"), proc.stdout
+    for check in ("Check forkserver_bind entries", "Check numeric settings",
+                  "Check forkserver_app, forkserver_app_dir and forkserver_access_log"):
+        assert check in names and not names[check].get("failed"), check
+
+
+# --- Playbook checks -----------------------------------------------------------
+
+
+def test_site_playbook_syntax(tmp_path):
+    proc = subprocess.run(
+        [ansible_tool("ansible-playbook"), "-i", str(REPO / "inventory.example"), "--syntax-check",
+         str(REPO / "site.yml")],
+        cwd=REPO,
+        env=ansible_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_role_passes_ansible_lint_production_profile(tmp_path):
+    proc = subprocess.run(
+        [ansible_tool("ansible-lint"), "--nocolor", "--profile", "production",
+         "site.yml", str(ROLE.relative_to(REPO))],
+        cwd=REPO,
+        env=ansible_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -8,10 +8,10 @@ say anything the command line can. The command line wins over the environment.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import re
 import sys
+from typing import NamedTuple
 
 from . import __version__
 
@@ -25,8 +25,7 @@ class UsageError(Exception):
     """A user mistake in a flag or variable: one line, exit status 2."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     app: str | None = None
     bind: tuple[str, ...] = (DEFAULT_BIND,)
     backlog: int = 1024
@@ -100,8 +99,7 @@ def optional_path(text: str) -> str | None:
     return text or None
 
 
-@dataclasses.dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     dest: str
     flags: tuple[str, ...]
     parse: object

@@ -8,10 +8,10 @@ is bounded: ``header_timeout`` for a request's headers (slowloris gets a 408),
 
 from __future__ import annotations
 
-import dataclasses
 
 import socket
 import time
+from typing import NamedTuple
 
 from .log import log
 from .httpparser import END, HTTPError, Limits, RequestHead, RequestParser
@@ -24,8 +24,7 @@ RECV_SIZE = 64 * 1024
 DRAIN_LIMIT = 1024 * 1024  # unread body we skip to keep a connection alive; more and we close
 
 
-@dataclasses.dataclass(frozen=True)
-class ConnectionSettings:
+class ConnectionSettings(NamedTuple):
     header_timeout: float = 10.0
     keepalive: float = 5.0
     child_timeout: float = 30.0

@@ -13,8 +13,8 @@ requests several times faster, and it is the parser of Node.js and uvicorn.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import http
+from typing import NamedTuple
 
 import httptools
 
@@ -28,8 +28,7 @@ class HTTPError(Exception):
         self.detail = detail or http.HTTPStatus(status).phrase
 
 
-@dataclasses.dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     # gunicorn's names and values, so operators know what to expect.
     max_request_line: int = 8190
     max_header_fields: int = 100
@@ -37,8 +36,7 @@ class Limits:
     max_body: int = 10 * 1024 * 1024
 
 
-@dataclasses.dataclass
-class RequestHead:
+class RequestHead(NamedTuple):
     method: str
     target: bytes
     version: str

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import socket
 import stat
 import sys
+from typing import NamedTuple
 
 
 class BindError(Exception):
     """An address could not be listened on; the message is for the operator."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Address:
+class Address(NamedTuple):
     family: int
     host: str = ""
     port: int = 0
@@ -55,12 +54,12 @@ def parse_address(text: str) -> Address:
     return Address(family, host=host, port=int(port))
 
 
-@dataclasses.dataclass
 class Listener:
     """One bound, listening, non-blocking socket and the address it really has."""
 
-    sock: socket.socket
-    address: Address
+    def __init__(self, sock: socket.socket, address: Address):
+        self.sock = sock
+        self.address = address
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -98,7 +97,7 @@ def open_listener(address: Address, backlog: int) -> Listener:
     sock.setblocking(False)
     if address.family != socket.AF_UNIX:
         host, port = sock.getsockname()[:2]
-        address = dataclasses.replace(address, host=host, port=port)
+        address = address._replace(host=host, port=port)
     return Listener(sock, address)
 
 

@@ -7,6 +7,7 @@ context except the reaper's ``waitpid`` loop. Every signal's meaning:
 
 from __future__ import annotations
 
+import _signal
 import collections
 import gc
 
@@ -33,6 +34,9 @@ SIGNALS = {
     signal.SIGUSR1: "reopen the access log (after rotation)",
     signal.SIGCHLD: "reap every exited child (reaper.py)",
 }
+
+CHILD_DEFAULT_SIGNALS = (int(signal.SIGCHLD), int(signal.SIGTERM), int(signal.SIGQUIT))
+CHILD_IGNORED_SIGNALS = (int(signal.SIGINT), int(signal.SIGHUP), int(signal.SIGUSR1))
 
 KILL_AFTER = 2.0          # seconds between a timed-out child's SIGTERM and its SIGKILL
 ACCEPT_BATCH = 32         # accepts per wakeup, so queued signals are acted on promptly
@@ -153,7 +157,9 @@ class Arbiter:
             if len(self.children) >= self.max_children:
                 return
             try:
-                conn, peer = listener.sock.accept()
+                # The raw accept: a descriptor, not a socket object, so the parent
+                # (which only forks and closes it) builds nothing it would throw away.
+                fd, peer = listener.sock._accept()
             except BlockingIOError:
                 return
             except InterruptedError:
@@ -166,7 +172,7 @@ class Arbiter:
             if self._accept_failing:
                 log.warning("accepting connections again")
                 self._accept_failing = False
-            self._spawn(conn, peer, listener)
+            self._spawn(fd, peer, listener)
 
     def _accept_failed(self, exc: OSError) -> None:
         """Out of descriptors, memory or anything else: back off, log once, keep going."""
@@ -175,31 +181,32 @@ class Arbiter:
             self._accept_failing = True
         self._accept_paused_until = time.monotonic() + ACCEPT_BACKOFF
 
-    def _spawn(self, conn: socket.socket, peer, listener) -> None:
+    def _spawn(self, fd: int, peer, listener) -> None:
         try:
             pid = os.fork()
         except OSError as exc:
             log.error("fork failed: %s; the connection from %s is closed", exc.strerror or exc, peer or "unix socket")
-            conn.close()
+            os.close(fd)
             self._accept_paused_until = time.monotonic() + ACCEPT_BACKOFF
             return
         if pid == 0:
-            self._become_child(conn, peer)
+            self._become_child(fd, peer, listener.sock.family)
         self.children[pid] = Child(pid, time.monotonic())
-        conn.close()
+        os.close(fd)
 
-    def _become_child(self, conn: socket.socket, peer) -> None:
+    def _become_child(self, fd: int, peer, family: int) -> None:
         """In the child: shed the parent's state, serve the one connection, and exit."""
         status = 0
         try:
             self._reset_signals_for_child()
-            for listener in self.listeners:
-                listener.sock.close()
-            self._selector.close()
-            self._wakeup_r.close()
-            self._wakeup_w.close()
+            # Plain closes of the parent's descriptors: the objects' own close()
+            # methods would touch (and so copy) more of the parent's memory.
+            for inherited in (*(listener.fileno() for listener in self.listeners), self._selector.fileno(),
+                              self._wakeup_r.fileno(), self._wakeup_w.fileno()):
+                os.close(inherited)
+            conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             conn.setblocking(True)
-            if conn.family != socket.AF_UNIX:
+            if family != socket.AF_UNIX:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             Connection(conn, peer, conn.getsockname(), self.app, self.connection_settings,
                        self.access_log).serve()
@@ -215,13 +222,16 @@ class Arbiter:
 
     @staticmethod
     def _reset_signals_for_child() -> None:
-        signal.set_wakeup_fd(-1)
-        # SIGCHLD back to default, so an app's own subprocesses are waited for by the app.
-        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGQUIT):
-            signal.signal(signum, signal.SIG_DFL)
+        # _signal.signal is what signal.signal wraps; the wrapper turns the old
+        # handler into an enum, which in a fresh child copies ~20 pages per call.
+        _signal.set_wakeup_fd(-1)
+        # SIGCHLD back to default, so an app's own subprocesses are waited for by the app;
+        # SIGTERM and SIGQUIT too, so the parent's timeouts and stops take effect.
+        for signum in CHILD_DEFAULT_SIGNALS:
+            _signal.signal(signum, _signal.SIG_DFL)
         # Ctrl-C reaches the whole process group: the parent decides how children stop.
-        for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-            signal.signal(signum, signal.SIG_IGN)
+        for signum in CHILD_IGNORED_SIGNALS:
+            _signal.signal(signum, _signal.SIG_IGN)
 
     # --- acting on what the handlers recorded ---
 

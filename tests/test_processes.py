@@ -212,3 +212,11 @@ def _ignore(call, *args, **kwargs):
         call(*args, **kwargs)
     except requests.RequestException:
         pass
+
+
+def test_parent_stays_small_with_the_built_in_app(start_server):
+    """Fork cost grows with the parent's size, so the parent must stay under 25 MB."""
+    server = start_server()
+    assert burst(server.url + "/hello", 128)["ok"] == 128
+    rss_mb = psutil.Process(server.pid).memory_info().rss / 2**20
+    assert rss_mb <= 25, f"parent RSS {rss_mb:.1f} MB"

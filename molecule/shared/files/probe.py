@@ -1,0 +1,94 @@
+"""Probes that molecule's verify runs on a target with the service's own
+python (its venv has psutil). Prints one JSON object.
+
+  probe.py proc PID                      owner, groups, argv, environment, children
+  probe.py plist PATH                    a launchd property list as JSON
+  probe.py kill-child PORT MAIN_PID      SIGKILL a child mid-request (see below)
+"""
+
+import grp
+import json
+import os
+import plistlib
+import pwd
+import signal
+import socket
+import sys
+import time
+
+import psutil
+
+
+def proc(pid):
+    p = psutil.Process(pid)
+    uids, gids = p.uids(), p.gids()
+    try:
+        environ = p.environ()
+    except (psutil.AccessDenied, OSError):
+        environ = None
+    return {
+        "pid": pid,
+        "user": pwd.getpwuid(uids.effective).pw_name,
+        "group": grp.getgrgid(gids.effective).gr_name,
+        "cmdline": p.cmdline(),
+        "environ": environ,
+        "children": [c.pid for c in p.children()],
+        "status": p.status(),
+    }
+
+
+def plist(path):
+    with open(path, "rb") as f:
+        return plistlib.load(f)
+
+
+def kill_child(port, main_pid):
+    """Start a request whose headers never finish: the server forks a child
+    for the connection, which stays in the middle of reading the request.
+    Kill that child with SIGKILL, check the connection drops, and report."""
+    main = psutil.Process(main_pid)
+    before = {c.pid for c in main.children()}
+    conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+    conn.sendall(b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    deadline = time.monotonic() + 10
+    new = []
+    while time.monotonic() < deadline:
+        new = [c for c in main.children()
+               if c.pid not in before and c.status() != psutil.STATUS_ZOMBIE]
+        if new:
+            break
+        time.sleep(0.05)
+    if not new:
+        return {"killed": None, "error": "no child appeared for the slow request",
+                "children_before": sorted(before)}
+    child = new[0]
+    alive_before_kill = child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+    os.kill(child.pid, signal.SIGKILL)
+    conn.settimeout(10)
+    try:
+        closed = conn.recv(1024) == b""
+    except ConnectionResetError:
+        closed = True
+    except socket.timeout:
+        closed = False
+    conn.close()
+    return {"killed": child.pid, "alive_before_kill": alive_before_kill,
+            "connection_closed": closed, "children_before": sorted(before)}
+
+
+def main(argv):
+    what = argv[1]
+    if what == "proc":
+        result = proc(int(argv[2]))
+    elif what == "plist":
+        result = plist(argv[2])
+    elif what == "kill-child":
+        result = kill_child(int(argv[2]), int(argv[3]))
+    else:
+        raise SystemExit("unknown probe %s" % what)
+    print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -199,9 +199,12 @@ class Connection:
                 raise ClientDisconnected from None  # a half-sent response cannot be repaired
             response.send_error(500)
         self._log_access(head, environ, response)
-        if response.keep_alive and not body.untouched_continue and body.drain(DRAIN_LIMIT):
-            return None
-        return body
+        if not response.keep_alive or body.untouched_continue:
+            return body
+        try:
+            return None if body.drain(DRAIN_LIMIT) else body
+        except HTTPError:
+            return body  # the answer is already sent: just close, without a second one
 
     def _refuse(self, exc: HTTPError) -> None:
         log.info("%s from %s: %s", exc.status, self.remote or "unix socket", exc.detail)

@@ -172,7 +172,7 @@ class Connection:
                 data = self._recv(head_deadline or deadline)
             except TimeoutError:
                 if head_deadline is not None:
-                    raise HTTPError(408, f"headers not received within {self.settings.header_timeout:g}s")
+                    raise HTTPError(408, f"headers not received within {self.settings.header_timeout:g}s") from None
                 return None  # an idle keep-alive connection: close quietly
             if not data:
                 return None

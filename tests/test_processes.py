@@ -1,6 +1,5 @@
 """The process model, seen from the OS: bursts, zombies, signals, caps, timeouts, stops."""
 
-import errno
 import os
 import signal
 import socket

@@ -1,14 +1,12 @@
 """The WSGI bridge against real apps: the stdlib validator, Flask, and PEP 3333's corners."""
 
-import json
 import os
-import socket
 
 import pytest
 import requests
 
-from conftest import ServerProcess, wait_until
-from rawhttp import exchange, read_until_close, status_of
+from conftest import wait_until
+from rawhttp import exchange, status_of
 
 
 @pytest.fixture

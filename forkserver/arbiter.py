@@ -270,10 +270,12 @@ class Arbiter:
                 continue
             if os.WIFSIGNALED(status):
                 signame = signal.Signals(os.WTERMSIG(status)).name
-                if child.terminated_at is None:
-                    log.warning("child %d was killed by %s", pid, signame)
-                else:
+                if child.terminated_at is not None:
                     log.info("child %d stopped by %s after its timeout", pid, signame)
+                elif child.killed:
+                    log.info("child %d stopped by %s at shutdown", pid, signame)
+                else:
+                    log.warning("child %d was killed by %s", pid, signame)
             elif os.WIFEXITED(status) and os.WEXITSTATUS(status):
                 log.warning("child %d exited with status %d", pid, os.WEXITSTATUS(status))
 

@@ -162,12 +162,13 @@ class Response:
             if isinstance(result, FileWrapper) and self._sendfile and self._try_sendfile(result):
                 return
             if isinstance(result, (list, tuple)) and len(result) == 1 and not self.headers_sent:
+                # The whole body is known: one send, framed by its length.
                 self._check_started()
                 self._send_head(bytes(result[0]), known_length=len(result[0]))
-                return
-            for data in result:
-                if data:
-                    self.write(data)
+            else:
+                for data in result:
+                    if data:
+                        self.write(data)
             self.finish()
         finally:
             close = getattr(result, "close", None)

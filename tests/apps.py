@@ -137,3 +137,9 @@ def _validated_inner(environ, start_response):
 
 
 validated = validator(_validated_inner)
+
+
+def short_body(environ, start_response):
+    """Promises 20 bytes in Content-Length and delivers 5."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "20")])
+    return [b"short"]

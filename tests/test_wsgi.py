@@ -148,3 +148,10 @@ def test_access_log_lines(start_server, tmp_path):
     line = log_path.read_text().strip()
     assert line.startswith("127.0.0.1 - - [")
     assert line.endswith('"GET /hello?x=1 HTTP/1.1" 200 13 "http://r/" "probe/1"')
+
+
+def test_body_shorter_than_its_content_length_ends_the_connection(serve):
+    server = serve("apps:short_body")
+    reply = exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.count(b"HTTP/1.1 200") == 1 and reply.endswith(b"short")
+    assert server.wait_for_log("app sent 5 of the 20 bytes")

@@ -103,7 +103,7 @@ class RequestParser:
             raise
         except httptools.HttpParserError as exc:
             raise HTTPError(400, str(exc)) from None
-        self._check_line_lengths(data)
+        self._check_partial_line(data)
 
     def next_event(self):
         """The next RequestHead, bytes chunk or END; None when more input is needed."""
@@ -111,12 +111,14 @@ class RequestParser:
 
     # --- limits that llhttp does not know about ---
 
-    def _check_line_lengths(self, data: bytes) -> None:
+    def _check_partial_line(self, data: bytes) -> None:
+        """A header line that never ends would otherwise grow without bound inside llhttp.
+
+        (An endless request line is caught by on_url, which llhttp calls at the
+        end of every feed.)
+        """
         if not self._in_head:
             return
-        if len(self._url) > self.limits.max_request_line:
-            raise HTTPError(414, f"request line over {self.limits.max_request_line} bytes")
-        # A line that never ends would otherwise grow without bound inside llhttp.
         newline = data.rfind(b"\n")
         self._partial_line = self._partial_line + len(data) if newline < 0 else len(data) - newline - 1
         if self._partial_line > self.limits.max_field_size + 2:

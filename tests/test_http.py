@@ -52,10 +52,8 @@ def test_keep_alive_serves_many_requests_in_one_child(hello):
 
 
 def test_pipelined_requests_are_answered_in_order(hello):
-    with socket.create_connection(("127.0.0.1", hello.port), timeout=5) as sock:
-        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nHEAD / HTTP/1.1\r\nHost: x\r\n\r\n"
-                     b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        reply = read_until_close(sock, 5)
+    reply = exchange(hello.port, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nHEAD / HTTP/1.1\r\nHost: x\r\n\r\n"
+                                  b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=5)
     assert reply.count(b"HTTP/1.1 ") == 3
     first, second, third = (part for part in reply.split(b"HTTP/1.1 ")[1:])
     assert first.startswith(b"200") and first.endswith(b"Hello, World!")
@@ -175,10 +173,8 @@ def test_chunked_request_body_is_streamed_to_the_app(echo):
 
 
 def test_unread_body_is_skipped_before_the_next_request(hello):
-    with socket.create_connection(("127.0.0.1", hello.port), timeout=5) as sock:
-        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789"
-                     b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        reply = read_until_close(sock, 5)
+    reply = exchange(hello.port, b"GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789"
+                                  b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=5)
     assert reply.count(b"Hello, World!") == 2
 
 

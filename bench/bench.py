@@ -55,6 +55,7 @@ class Server:
     name: str
     argv: list  # with "{port}" placeholders
     cwd: Path = ROOT
+    env: dict | None = None
     log: Path | None = None
     proc: subprocess.Popen | None = None
 
@@ -76,17 +77,34 @@ class Result:
     note: str = ""
 
 
-def servers():
+def servers(opts):
     """The servers to compare, forkserver first (it is the reference)."""
+    forkserver = [str(VENV_BIN / "forkserver"), "--bind", "{host}:{port}", "--log-level", "warning"]
+    variants = [Server(f"forkserver {name}", forkserver + extra.split())
+                for name, _, extra in (v.partition("=") for v in opts.variant or [])]
+    baselines = [Server(f"forkserver@{ref}", [PY, "-m", "forkserver", "--bind", "{host}:{port}",
+                                             "--log-level", "warning"], cwd=tree, env={"PYTHONPATH": str(tree)})
+                 for ref, tree in getattr(opts, "baseline_trees", {}).items()]
     return [
-        Server("forkserver", [str(VENV_BIN / "forkserver"), "--bind", "{host}:{port}",
-                              "--log-level", "warning"]),
+        Server("forkserver", forkserver),
+        *variants,
+        *baselines,
         Server("lesson", [PY, str(BENCH / "lesson_server.py"), "{host}", "{port}"]),
         Server("ForkingTCPServer", [PY, str(BENCH / "forking_server.py"), "{host}", "{port}"]),
         Server("gunicorn sync -w2", [str(VENV_BIN / "gunicorn"), "-k", "sync", "-w", "2",
                                      "-b", "{host}:{port}", "--backlog", "1024",
                                      "--log-level", "warning", "hello_app:app"], cwd=BENCH),
     ]
+
+
+def export_tree(ref, into):
+    """The forkserver package as of git REF, in a directory of its own."""
+    tree = Path(into) / ("tree-" + re.sub(r"\W+", "_", ref))
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "forkserver"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
 
 
 # ------------------------------------------------------------- processes
@@ -137,6 +155,7 @@ def start(server, logdir):
     server.log = logdir / (re.sub(r"\W+", "_", server.name) + ".log")
     with open(server.log, "wb") as log:
         server.proc = subprocess.Popen(server.command(port), cwd=server.cwd, stdout=log,
+                                       env=dict(os.environ, **server.env) if server.env else None,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True)
     deadline = time.monotonic() + READY_TIMEOUT
@@ -433,6 +452,10 @@ def parse_args(argv):
                    help="measure only servers whose name starts with NAME (repeatable)")
     p.add_argument("--markdown", metavar="FILE", help="also write the Markdown section to FILE")
     p.add_argument("--verbose", action="store_true", help="show wrk's own output")
+    p.add_argument("--baseline", action="append", metavar="REF",
+                   help="also measure forkserver as of git REF (e.g. HEAD~3): before/after figures in one run")
+    p.add_argument("--variant", action="append", metavar="NAME=ARGS",
+                   help="also measure forkserver with extra arguments, e.g. 'metrics=--metrics-bind 127.0.0.1:0'")
     return p.parse_args(argv)
 
 
@@ -447,14 +470,15 @@ def main(argv=None):
     opts = parse_args(sys.argv[1:] if argv is None else argv)
     if not shutil.which("wrk"):
         sys.exit("bench: wrk is not installed (bench/run installs it)")
-    chosen = [s for s in servers()
-              if not opts.only or any(s.name.startswith(o) for o in opts.only)]
     load = os.getloadavg()[0]
     if load > (os.cpu_count() or 1) / 2:
         say(f"the machine is busy (load average {load:.1f}): figures will be noisy")
     opts.load = load
     with tempfile.TemporaryDirectory(prefix="forkserver-bench-") as logdir:
         opts.logdir = Path(logdir)
+        opts.baseline_trees = {ref: export_tree(ref, opts.logdir) for ref in opts.baseline or []}
+        chosen = [s for s in servers(opts)
+                  if not opts.only or any(s.name.startswith(o) for o in opts.only)]
         try:
             results = measure_all(chosen, opts)
         finally:

@@ -65,7 +65,10 @@ def _run(settings: Settings) -> int:
                 header_timeout=settings.header_timeout,
                 keepalive=settings.keepalive,
                 child_timeout=settings.child_timeout,
-                limits=Limits(max_body=settings.max_body),
+                limits=Limits(max_request_line=settings.limit_request_line,
+                              max_header_fields=settings.limit_request_fields,
+                              max_field_size=settings.limit_request_field_size,
+                              max_body=settings.max_body),
             ),
             access_log=access_log,
         ).run()

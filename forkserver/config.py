@@ -35,6 +35,9 @@ class Settings(NamedTuple):
     keepalive: float = 5.0
     header_timeout: float = 10.0
     max_body: int = 10 * 1024 * 1024
+    limit_request_line: int = 4094
+    limit_request_fields: int = 100
+    limit_request_field_size: int = 8190
     access_log: str | None = None
     access_log_format: str = "combined"
     log_level: str = "info"
@@ -132,6 +135,12 @@ OPTIONS = (
            "seconds a client gets to send its request headers; then 408 (default 10)", "S"),
     Option("max_body", ("--max-body",), size,
            "largest request body accepted; larger gets 413 (default 10M)", "SIZE"),
+    Option("limit_request_line", ("--limit-request-line",), positive_int,
+           "longest request line in bytes; longer gets 414 (default 4094, as gunicorn)", "N"),
+    Option("limit_request_fields", ("--limit-request-fields",), positive_int,
+           "most header fields in a request; more gets 431 (default 100)", "N"),
+    Option("limit_request_field_size", ("--limit-request-field-size",), positive_int,
+           "longest header field line in bytes, name and value; longer gets 431 (default 8190)", "N"),
     Option("access_log", ("--access-log",), optional_path,
            "write an access log to PATH, or '-' for stdout (default: none)", "PATH"),
     Option("access_log_format", ("--access-log-format",), choice(ACCESS_LOG_FORMATS),

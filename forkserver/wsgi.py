@@ -7,6 +7,7 @@ optionally ``sendfile``) by the connection, so framing rules are testable alone.
 from __future__ import annotations
 
 
+import re
 import sys
 from urllib.parse import unquote_to_bytes
 
@@ -17,6 +18,11 @@ from .response import (HOP_BY_HOP, LAST_CHUNK, SERVER, body_forbidden, encode_ch
                        encode_head, error_response, http_date)
 
 
+
+
+_STATUS = re.compile(r"[1-9][0-9][0-9] [^\x00-\x08\x0a-\x1f\x7f]*")
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_FIELD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class ClientDisconnected(Exception):
@@ -131,13 +137,15 @@ class Response:
                 exc_info = None
         elif self.status is not None:
             raise AssertionError("start_response called a second time without exc_info")
-        if not isinstance(status, str) or len(status) < 4 or not status[:3].isdigit() or status[3] != " ":
-            raise AssertionError(f"invalid status {status!r}")
+        # What the app sends is checked as strictly as what clients send: a CR,
+        # LF or NUL in the status or a header would split the response.
+        if not isinstance(status, str) or not _STATUS.fullmatch(status):
+            raise AssertionError(f"invalid status line {status!r}")
         for name, value in headers:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise AssertionError(f"header {name!r}: {value!r} must be a pair of str")
-            if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
-                raise AssertionError(f"header {name!r} contains a control character")
+            if not _FIELD_NAME.fullmatch(name) or _BAD_FIELD_VALUE.search(value):
+                raise AssertionError(f"header {name!r}: {value!r} is not a valid field (control character?)")
         self.status = status
         self.status_code = int(status[:3])
         self.headers = list(headers)

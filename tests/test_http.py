@@ -1,5 +1,6 @@
 """HTTP/1.1 over real sockets: framing, keep-alive, and every bad input's status."""
 
+import json
 import socket
 import time
 
@@ -26,9 +27,33 @@ def echo(request):
     server.kill()
 
 
-def still_serving(server):
+@pytest.fixture(scope="module")
+def small_echo(request):
+    from conftest import ServerProcess
+    server = ServerProcess(["apps:echo", "--bind", "127.0.0.1:0", "--max-body", "1000"])
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def dump(request):
+    from conftest import ServerProcess
+    server = ServerProcess(["apps:environ_dump", "--bind", "127.0.0.1:0"])
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+def split(request):
+    from conftest import ServerProcess
+    server = ServerProcess(["apps:split_status", "--bind", "127.0.0.1:0"])
+    yield server
+    server.kill()
+
+
+def still_serving(server, body="Hello, World!"):
     reply = requests.get(server.url + "/hello", timeout=5)
-    return reply.status_code == 200 and reply.text == "Hello, World!"
+    return reply.status_code == 200 and reply.text == body
 
 
 def test_curl_style_get_is_a_valid_http11_response(hello):
@@ -93,7 +118,7 @@ def test_idle_keepalive_connection_is_closed_quietly(hello):
 
 
 @pytest.mark.parametrize("request_bytes, status", [
-    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET /" + b"a" * 4100 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
     (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(101)) + b"\r\n", 431),
     (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
     (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000, 431),  # never finished
@@ -104,11 +129,21 @@ def test_idle_keepalive_connection_is_closed_quietly(hello):
     (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
     (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", 413),
-    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
     (b"GET / HTTP/1.1\r\nHost: x\r\nExpect: something-else\r\n\r\n", 417),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: user@x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: \r\n\r\n", 400),
+    (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"PUT s://]x/: HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET /hello HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    (b"get /hello HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Type: a/b\r\nContent-Type: c/d\r\n\r\n", 400),
+    (b"GET / HTTP/1.0\r\nX-Pad: " + b"a" * (8190 - 8) + b"\r\n\r\n", 431),
+    (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
 ], ids=["long-request-line", "too-many-headers", "long-header", "endless-header", "garbage", "no-host",
         "malformed-header", "cl-and-te", "conflicting-cl", "non-numeric-cl", "body-over-limit",
-        "bad-chunk", "bad-expect"])
+        "bad-expect", "two-hosts", "host-userinfo", "empty-host", "asterisk-get", "bad-absolute-target",
+        "http2", "lowercase-method", "two-content-types", "field-line-2-over", "http10-chunked"])
 def test_bad_input_gets_its_status_and_the_server_stays_up(hello, request_bytes, status):
     reply = exchange(hello.port, request_bytes)
     assert status_of(reply) == status, reply[:300]
@@ -116,12 +151,68 @@ def test_bad_input_gets_its_status_and_the_server_stays_up(hello, request_bytes,
     assert still_serving(hello)
 
 
-def test_chunked_body_over_the_limit_is_413(hello):
+def test_chunked_body_over_the_limit_is_413(small_echo):
     chunk = b"a" * 600
-    data = (b"POST /hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    data = (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             + b"%x\r\n%s\r\n" % (len(chunk), chunk) * 2 + b"0\r\n\r\n")
-    assert status_of(exchange(hello.port, data)) == 413
+    assert status_of(exchange(small_echo.port, data)) == 413
+    assert still_serving(small_echo, body="")
+
+
+def test_bad_chunk_is_400_for_an_app_that_reads_the_body(small_echo):
+    reply = exchange(small_echo.port, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    assert status_of(reply) == 400 and b"Connection: close" in reply
+    assert still_serving(small_echo, body="")
+
+
+def test_chunk_extensions_with_whitespace_are_accepted(small_echo):
+    reply = exchange(small_echo.port, b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                      b"Connection: close\r\n\r\n5; a = b\r\nhello\r\n6 ;c\r\n world\r\n0\r\n\r\n")
+    assert status_of(reply) == 200 and reply.endswith(b"hello world")
+
+
+def test_any_uppercase_token_is_a_method_for_the_app_to_judge(hello):
+    reply = exchange(hello.port, b"-BLARGH /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(reply) == 405  # the built-in app's answer, not the parser's
+
+
+def test_valid_request_is_answered_before_the_bad_one_after_it(hello):
+    reply = exchange(hello.port, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nBad Line\r\n\r\n")
+    first, second = reply.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200 OK") and first.endswith(b"Hello, World!")
+    assert second.startswith(b"400 ")
     assert still_serving(hello)
+
+
+@pytest.mark.parametrize("first", [b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                                   b"GET /hello HTTP/1.0\r\n\r\n"], ids=["connection-close", "http10"])
+def test_nothing_is_read_past_a_request_that_closes(hello, first):
+    reply = exchange(hello.port, first + b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n\x00\x01 not http")
+    assert reply.count(b"HTTP/1.1 ") == 1
+    assert status_of(reply) == 200 and reply.endswith(b"Hello, World!")
+
+
+def test_trailers_do_not_reach_the_environ(dump):
+    reply = exchange(dump.port, b"POST / HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n"
+                                b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Late: 1\r\nVary: *\r\n\r\n")
+    environ = json.loads(reply.partition(b"\r\n\r\n")[2])
+    assert environ["HTTP_HOST"] == "example.com"
+    assert "HTTP_X_LATE" not in environ and "HTTP_VARY" not in environ
+
+
+def test_host_as_a_trailer_is_refused(small_echo):
+    reply = exchange(small_echo.port, b"POST / HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                b"5\r\nhello\r\n0\r\nHost: evil.example.com\r\n\r\n")
+    assert status_of(reply) == 400
+    assert b"evil" not in reply
+
+
+@pytest.mark.parametrize("case", ["status-crlf", "status-lf", "status-nul", "name-nul", "value-nul", "value-crlf"])
+def test_response_splitting_by_the_app_is_refused(split, case):
+    reply = exchange(split.port, b"GET /?" + case.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(reply) == 500
+    assert b"X-Injected" not in reply and b"X-Evil" not in reply and b"\x00" not in reply
+    assert split.wait_for_log("error in app handling GET /?" + case)
 
 
 def test_slowloris_gets_408_and_is_closed(hello):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import _signal
 import collections
 import gc
+import mmap
 
 import os
 import selectors
@@ -35,12 +36,14 @@ SIGNALS = {
     signal.SIGCHLD: "reap every exited child (reaper.py)",
 }
 
-CHILD_DEFAULT_SIGNALS = (int(signal.SIGCHLD), int(signal.SIGTERM), int(signal.SIGQUIT))
+CHILD_DEFAULT_SIGNALS = (int(signal.SIGCHLD), int(signal.SIGTERM), int(signal.SIGQUIT), int(signal.SIGALRM))
 CHILD_IGNORED_SIGNALS = (int(signal.SIGINT), int(signal.SIGHUP), int(signal.SIGUSR1))
 
 KILL_AFTER = 2.0          # seconds between a timed-out child's SIGTERM and its SIGKILL
 ACCEPT_BATCH = 32         # accepts per wakeup, so queued signals are acted on promptly
-ACCEPT_BACKOFF = 0.5      # pause after running out of descriptors or processes
+ACCEPT_BACKOFF = 0.5      # pause after running out of descriptors
+FORK_RETRY = 0.1          # pause between tries while fork fails (EAGAIN, ENOMEM)
+FORK_QUIET = 1.0          # fork must work this long after a failure to end the episode
 REAP_AFTER_KILL = 5.0     # bound on waiting for SIGKILLed children to be reaped
 
 
@@ -72,13 +75,24 @@ class Arbiter:
         self._stop_now = False
         self._accept_paused_until = 0.0
         self._accept_failing = False
+        self._held = None  # (fd, peer, listener) accepted while fork failed: served once fork works
+        self._fork_failures = 0  # in the current episode of failing forks
+        self._fork_failed_at = 0.0
         self._listening = False
-        self._selector = selectors.DefaultSelector()
+        # poll, not epoll or kqueue: no descriptor of its own to shed in every
+        # child (XNU does not even give a kqueue to a forked child), and for a
+        # handful of descriptors no slower.
+        self._selector = selectors.PollSelector()
         self._wakeup_r, self._wakeup_w = socket.socketpair()
+        # One shared byte children read before keeping a connection alive: set
+        # when this parent stops or hands over, so their clients move on.
+        self._retired = mmap.mmap(-1, 1)
 
     # --- lifecycle ---
 
     def run(self) -> int:
+        log.keep_private_descriptor()  # an app that closes fd 2 must not silence the log
+        self.pid = os.getpid()
         self._install_signals()
         self._warm_up()
         gc.freeze()  # keep the app's objects out of the collector: fewer copy-on-write pages in children
@@ -128,7 +142,7 @@ class Arbiter:
     # --- the loop ---
 
     def _wait_and_accept(self) -> None:
-        self._set_listening(len(self.children) < self.max_children
+        self._set_listening(len(self.children) < self.max_children and self._held is None
                             and time.monotonic() >= self._accept_paused_until)
         for key, _ in self._selector.select(self._next_timer()):
             if key.data is None:
@@ -140,6 +154,10 @@ class Arbiter:
         self._act_on_signals()
         self._collect_exits()
         self._enforce_timeouts()
+        if self._held is not None and not self._stopping and time.monotonic() >= self._accept_paused_until:
+            fd, peer, listener = self._held
+            self._held = None
+            self._spawn(fd, peer, listener)
 
     def _set_listening(self, wanted: bool) -> None:
         """At the cap, stop watching the listeners: waiting clients stay in the backlog."""
@@ -154,7 +172,7 @@ class Arbiter:
 
     def _accept(self, listener) -> None:
         for _ in range(ACCEPT_BATCH):
-            if len(self.children) >= self.max_children:
+            if len(self.children) >= self.max_children or self._held is not None:
                 return
             try:
                 # The raw accept: a descriptor, not a socket object, so the parent
@@ -185,31 +203,49 @@ class Arbiter:
         try:
             pid = os.fork()
         except OSError as exc:
-            log.error("fork failed: %s; the connection from %s is closed", exc.strerror or exc, peer or "unix socket")
-            os.close(fd)
-            self._accept_paused_until = time.monotonic() + ACCEPT_BACKOFF
+            self._fork_failed(exc, fd, peer, listener)
             return
         if pid == 0:
             self._become_child(fd, peer, listener.sock.family)
-        self.children[pid] = Child(pid, time.monotonic())
+        now = time.monotonic()
+        self.children[pid] = Child(pid, now)
         os.close(fd)
+        if self._fork_failures and now - self._fork_failed_at >= FORK_QUIET:
+            log.warning("fork works again (it failed %d time(s))", self._fork_failures)
+            self._fork_failures = 0
+
+    def _fork_failed(self, exc: OSError, fd: int, peer, listener) -> None:
+        """Keep the accepted connection and stop accepting: clients wait in the backlog, none is dropped.
+
+        At a process limit fork fails and succeeds by turns as children come
+        and go; that is one episode, logged once, until fork has worked for a while.
+        """
+        if not self._fork_failures:
+            log.error("fork failed: %s; holding the connection from %s and pausing accepts until fork works",
+                      exc.strerror or exc, peer or "unix socket")
+        self._fork_failures += 1
+        self._fork_failed_at = time.monotonic()
+        self._held = (fd, peer, listener)
+        self._accept_paused_until = self._fork_failed_at + FORK_RETRY
 
     def _become_child(self, fd: int, peer, family: int) -> None:
         """In the child: shed the parent's state, serve the one connection, and exit."""
         status = 0
         try:
             self._reset_signals_for_child()
+            # The hard deadline: SIGALRM's default action ends this child at the
+            # child timeout plus the kill grace, even when the parent is gone.
+            _signal.setitimer(_signal.ITIMER_REAL, self.child_timeout + KILL_AFTER)
             # Plain closes of the parent's descriptors: the objects' own close()
             # methods would touch (and so copy) more of the parent's memory.
-            for inherited in (*(listener.fileno() for listener in self.listeners), self._selector.fileno(),
-                              self._wakeup_r.fileno(), self._wakeup_w.fileno()):
-                os.close(inherited)
+            _close_inherited((*(listener.fileno() for listener in self.listeners),
+                              self._wakeup_r.fileno(), self._wakeup_w.fileno()))
             conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             conn.setblocking(True)
             if family != socket.AF_UNIX:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             Connection(conn, peer, conn.getsockname(), self.app, self.connection_settings,
-                       self.access_log).serve()
+                       self.access_log, (self._retired, self.pid)).serve()
         except BaseException:
             log.exception("child %d failed", os.getpid())
             status = 1
@@ -320,7 +356,9 @@ class Arbiter:
 
     def _drain(self) -> None:
         """Graceful stop: no new connections; in-flight ones finish or are killed."""
+        self._retired[0] = 1
         self._close_listeners()
+        self._close_held()
         deadline = time.monotonic() + self.graceful_timeout
         while self.children and not self._stop_now and time.monotonic() < deadline:
             timer = self._next_timer()
@@ -341,9 +379,23 @@ class Arbiter:
             self.reaper.reap()  # in case a SIGCHLD was merged with one already handled
             self._collect_exits()
 
+    def _close_held(self) -> None:
+        if self._held is not None:
+            os.close(self._held[0])
+            self._held = None
+
     def _close_listeners(self) -> None:
         if self._listening:
             self._set_listening(False)
         for listener in self.listeners:
             if listener.sock.fileno() >= 0:
                 listener.close()
+
+
+def _close_inherited(fds) -> None:
+    """Close descriptors the child inherited; one that is not there (a kqueue on XNU) is fine."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass

@@ -9,6 +9,7 @@ is bounded: ``header_timeout`` for a request's headers (slowloris gets a 408),
 from __future__ import annotations
 
 
+import os
 import socket
 import time
 from typing import NamedTuple
@@ -121,9 +122,18 @@ class RequestBody:
 
 
 class Connection:
+    """One client connection.
+
+    ``parent`` is (a byte shared with the parent, the parent's pid). The
+    connection is kept alive only while the byte is 0 (the parent sets it
+    when it stops or hands over to new code) and the parent is still this
+    process's parent: otherwise the current response is the last.
+    """
+
     def __init__(self, sock: socket.socket, peer, server_address, app, settings: ConnectionSettings,
-                 access_log=None):
+                 access_log=None, parent=None):
         self.sock = sock
+        self.parent = parent
         self.app = app
         self.settings = settings
         self.access_log = access_log
@@ -155,7 +165,7 @@ class Connection:
         except (ClientDisconnected, ConnectionError):
             pass
         finally:
-            self._close(lingering)
+            self._close(lingering or self.parser.unread)
 
     def _read_head(self, first: bool) -> RequestHead | None:
         """The next request head; None when the client is gone or was idle too long."""
@@ -182,7 +192,8 @@ class Connection:
         """Serve one request; None when the connection may carry another, else its body."""
         body = RequestBody(self, head)
         keep_alive = (head.keep_alive and not self.parser.upgraded
-                      and time.monotonic() - self.started < self.settings.child_timeout / 2)
+                      and time.monotonic() - self.started < self.settings.child_timeout / 2
+                      and not self._told_to_close())
         response = Response(head, self.send, self._sendfile, keep_alive)
         environ = request_environ(self._base, head, body)
         try:
@@ -193,7 +204,7 @@ class Connection:
             response.send_error(exc.status, exc.detail)
         except (ClientDisconnected, ConnectionError):
             raise
-        except Exception:
+        except BaseException:  # SystemExit too: the client still gets its answer
             log.exception("error in app handling %s %s", head.method, environ["RAW_URI"])
             if response.headers_sent:
                 raise ClientDisconnected from None  # a half-sent response cannot be repaired
@@ -252,8 +263,19 @@ class Connection:
         except OSError as exc:
             raise ClientDisconnected(str(exc)) from None
 
+    def _told_to_close(self) -> bool:
+        """Whether the parent has gone, stopped or handed over: then this is the last response."""
+        if self.parent is None:
+            return False
+        retired, parent_pid = self.parent
+        return retired[0] != 0 or os.getppid() != parent_pid
+
     def _close(self, lingering: bool) -> None:
-        """Close; after an error, drain briefly so the client reads our answer, not a reset."""
+        """Close; with unread input, drain briefly so the client reads our answer, not a reset.
+
+        The shutdown sends the FIN even when another process (one the app
+        started) still holds the socket, so the client is never kept waiting.
+        """
         try:
             if lingering:
                 self.sock.shutdown(socket.SHUT_WR)
@@ -261,6 +283,7 @@ class Connection:
                 for _ in range(16):
                     if not self.sock.recv(RECV_SIZE):
                         break
+            self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self.sock.close()

@@ -21,6 +21,18 @@ class Log:
         self.threshold = LEVELS[level]
         self.fd = fd
 
+    def keep_private_descriptor(self) -> None:
+        """Write to a private copy of the current descriptor (not inherited by exec).
+
+        Children inherit it, so an app that closes its fds 0-2 (or reuses fd 2)
+        does not take the error log, and the next traceback, with it.
+        """
+        if self.fd <= 2:
+            try:
+                self.fd = os.dup(self.fd)
+            except OSError:
+                pass  # already closed: nothing to keep
+
     def set_level(self, level: str) -> None:
         self.threshold = LEVELS[level]
 

@@ -143,3 +143,78 @@ def short_body(environ, start_response):
     """Promises 20 bytes in Content-Length and delivers 5."""
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "20")])
     return [b"short"]
+
+
+# --- apps that misbehave on purpose ---------------------------------------------
+
+def split_status(environ, start_response):
+    """Tries to inject a header through the status line or a header (?case=NAME)."""
+    case = environ["QUERY_STRING"]
+    status, headers = "200 OK", [("Content-Type", "text/plain")]
+    if case == "status-crlf":
+        status = "200 OK\r\nX-Injected: 1"
+    elif case == "status-lf":
+        status = "200 OK\nX-Injected: 1"
+    elif case == "status-nul":
+        status = "200 OK\x00"
+    elif case == "name-nul":
+        headers.append(("X-Evil\x00", "1"))
+    elif case == "value-nul":
+        headers.append(("X-Evil", "a\x00b"))
+    elif case == "value-crlf":
+        headers.append(("X-Evil", "a\r\nX-Injected: 1"))
+    start_response(status, headers)
+    return [b"should never be sent"]
+
+
+def system_exit(environ, start_response):
+    raise SystemExit(3)
+
+
+def close_stdio_then_crash(environ, start_response):
+    """Closes fds 0-2, as a careless daemonising library might, then fails."""
+    for fd in (0, 1, 2):
+        os.close(fd)
+    raise RuntimeError("crashed after closing stdio")
+
+
+def background_process(environ, start_response):
+    """Starts a process that outlives the request and inherits every descriptor."""
+    background = os.fork()
+    if background == 0:
+        time.sleep(15)
+        os._exit(0)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "7"),
+                              ("X-Background-Pid", str(background))])
+    return [b"started"]
+
+
+def pid(environ, start_response):
+    """Answers with the pid of the child serving the connection."""
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _close_listeners_in_children():
+    """Makes every forked child start without the parent's listening sockets,
+    as XNU starts a forked child without the parent's kqueue: forkserver's
+    clean-up then closes descriptors that are not there."""
+    import socket
+    for name in os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else []:
+        fd = int(name)
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue
+        try:
+            listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        except OSError:
+            listening = False
+        sock.detach()
+        if listening:
+            os.close(fd)
+
+
+if os.environ.get("FORKSERVER_TEST_LOSE_LISTENERS_IN_CHILDREN"):
+    os.register_at_fork(after_in_child=_close_listeners_in_children)

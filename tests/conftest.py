@@ -93,7 +93,10 @@ class ServerProcess:
     def kill(self) -> None:
         if self.proc.poll() is None:
             for child in psutil.Process(self.pid).children(recursive=True):
-                child.kill()
+                try:
+                    child.kill()
+                except psutil.NoSuchProcess:
+                    pass  # exited on its own meanwhile
             self.proc.kill()
             self.proc.wait(10)
         self._reader.join(5)

@@ -19,10 +19,13 @@ import socket
 import sys
 import time
 
+from . import __version__, notify, upgrade
 from .log import log
 from .connection import Connection, ConnectionSettings
 from .app import hello_app
 from .reaper import Reaper
+from .statefile import write_state
+from .upgrade import Handover, UpgradeCheck
 
 
 
@@ -31,7 +34,8 @@ SIGNALS = {
                     "SIGKILL the rest, exit 0 (a second TERM or INT stops at once)",
     signal.SIGINT: "graceful stop, as SIGTERM",
     signal.SIGQUIT: "immediate stop: SIGKILL every child, reap them, exit 0",
-    signal.SIGHUP: "reopen the access log (after rotation)",
+    signal.SIGHUP: "hot upgrade: check the new code and settings, then re-execute in place keeping the "
+                   "listeners and the children; if the new code fails, the old keeps serving (upgrade.py)",
     signal.SIGUSR1: "reopen the access log (after rotation)",
     signal.SIGCHLD: "reap every exited child (reaper.py)",
 }
@@ -45,6 +49,7 @@ ACCEPT_BACKOFF = 0.5      # pause after running out of descriptors
 FORK_RETRY = 0.1          # pause between tries while fork fails (EAGAIN, ENOMEM)
 FORK_QUIET = 1.0          # fork must work this long after a failure to end the episode
 REAP_AFTER_KILL = 5.0     # bound on waiting for SIGKILLed children to be reaped
+STATUS_EVERY = 5.0        # seconds between STATUS= lines to the service manager
 
 
 class Child:
@@ -59,7 +64,8 @@ class Child:
 
 class Arbiter:
     def __init__(self, app, listeners, *, max_children=1024, child_timeout=30.0, graceful_timeout=30.0,
-                 connection_settings=ConnectionSettings(), access_log=None, reaper=None):
+                 connection_settings=ConnectionSettings(), access_log=None, reaper=None,
+                 handover: Handover | None = None, state_file: str | None = None, env_keys=frozenset()):
         self.app = app
         self.listeners = listeners
         self.max_children = max_children
@@ -87,6 +93,23 @@ class Arbiter:
         # One shared byte children read before keeping a connection alive: set
         # when this parent stops or hands over, so their clients move on.
         self._retired = mmap.mmap(-1, 1)
+        # Hot upgrades (upgrade.py): how this server was started, what ran before.
+        self.handover = handover
+        self.command = handover.command if handover else upgrade.this_command()
+        self.fallback = upgrade.resolved(upgrade.this_command())  # the code running now
+        self.generation = handover.generation if handover else 0
+        self.upgrades = handover.upgrades if handover else 0
+        self.state_file = state_file
+        self.env_keys = env_keys
+        self._upgrade: UpgradeCheck | None = None
+        self._hand_over_pending = False
+        self._notify = bool(os.environ.get("NOTIFY_SOCKET"))
+        self._status_at = 0.0
+        for pid, started, terminated_at, killed in handover.children if handover else ():
+            child = self.children[pid] = Child(pid, started)
+            child.terminated_at, child.killed = terminated_at, killed
+            if terminated_at is not None and not killed:
+                self._timed_out[pid] = child
 
     # --- lifecycle ---
 
@@ -94,11 +117,14 @@ class Arbiter:
         log.keep_private_descriptor()  # an app that closes fd 2 must not silence the log
         self.pid = os.getpid()
         self._install_signals()
+        upgrade.signals_ready()  # what arrived while the previous program handed over
+        self.reaper.reap()       # children that exited meanwhile
         self._warm_up()
         gc.freeze()  # keep the app's objects out of the collector: fewer copy-on-write pages in children
         self._set_listening(True)
         log.info("forkserver pid %d serving %s (max children %d)", os.getpid(),
                  ", ".join(str(listener.address) for listener in self.listeners), self.max_children)
+        self._announce_start()
         try:
             while not self._stopping:
                 self._wait_and_accept()
@@ -109,6 +135,19 @@ class Arbiter:
         log.info("forkserver pid %d stopped", os.getpid())
         return 0
 
+    def _announce_start(self) -> None:
+        handover = self.handover
+        last = None
+        if handover is not None:
+            if handover.fallen_back:
+                last = {"result": "failed", "reason": handover.fallen_back}
+                log.error("upgrade failed, the previous code serves again: %s", handover.fallen_back)
+            else:
+                last = {"result": "ok", "reason": ""}
+                log.info("upgraded to generation %d (%s), %d connection(s) in flight kept",
+                         self.generation, " ".join(self.command), len(handover.children))
+        self._write_state(last)
+        self._send_status("READY=1")
     def _warm_up(self, rounds: int = 16) -> None:
         """Serve a few requests to the built-in app in the parent before the first fork.
 
@@ -147,6 +186,8 @@ class Arbiter:
         for key, _ in self._selector.select(self._next_timer()):
             if key.data is None:
                 self._drain_wakeup()
+            elif key.data is UpgradeCheck:
+                self._upgrade.read()
             elif not self._stopping:
                 self._accept(key.data)
 
@@ -158,6 +199,10 @@ class Arbiter:
             fd, peer, listener = self._held
             self._held = None
             self._spawn(fd, peer, listener)
+        if self._hand_over_pending and self._held is None:
+            self._hand_over()
+        if self._notify and time.monotonic() >= self._status_at:
+            self._send_status()
 
     def _set_listening(self, wanted: bool) -> None:
         """At the cap, stop watching the listeners: waiting clients stay in the backlog."""
@@ -239,7 +284,8 @@ class Arbiter:
             # Plain closes of the parent's descriptors: the objects' own close()
             # methods would touch (and so copy) more of the parent's memory.
             _close_inherited((*(listener.fileno() for listener in self.listeners),
-                              self._wakeup_r.fileno(), self._wakeup_w.fileno()))
+                              self._wakeup_r.fileno(), self._wakeup_w.fileno(),
+                              *((self._upgrade.output_fd,) if self._upgrade else ())))
             conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             conn.setblocking(True)
             if family != socket.AF_UNIX:
@@ -293,13 +339,19 @@ class Arbiter:
             elif signum == signal.SIGQUIT:
                 log.info("SIGQUIT: stopping now")
                 self._stopping = self._stop_now = True
-            elif signum in (signal.SIGHUP, signal.SIGUSR1):
+            elif signum == signal.SIGHUP:
+                if not self._stopping:
+                    self._begin_upgrade()
+            elif signum == signal.SIGUSR1:
                 if self.access_log:
                     self.access_log.reopen()
                 log.info("%s: access log reopened", name)
 
     def _collect_exits(self) -> None:
         for pid, status in self.reaper.pop_exits():
+            if self._upgrade is not None and pid == self._upgrade.pid:
+                self._upgrade_checked(status)
+                continue
             child = self.children.pop(pid, None)
             self._timed_out.pop(pid, None)
             if child is None:
@@ -331,6 +383,9 @@ class Arbiter:
                 child.killed = True
                 del self._timed_out[child.pid]
                 self._kill(child.pid, signal.SIGKILL)
+        if self._upgrade is not None and now >= self._upgrade.deadline and not self._upgrade.timed_out:
+            self._upgrade.timed_out = True
+            self._kill(self._upgrade.pid, signal.SIGKILL)
 
     def _next_timer(self) -> float | None:
         """Seconds until the loop must act on its own: a timeout or the end of an accept pause."""
@@ -343,6 +398,10 @@ class Arbiter:
                 timers.append(child.started + self.child_timeout)
                 break
         timers.extend(child.terminated_at + KILL_AFTER for child in self._timed_out.values())
+        if self._upgrade is not None:
+            timers.append(self._upgrade.deadline)
+        if self._notify:
+            timers.append(self._status_at)
         return max(0.0, min(timers) - now) if timers else None
 
     @staticmethod
@@ -352,11 +411,79 @@ class Arbiter:
         except ProcessLookupError:
             pass  # exited already; the reaper has it
 
+    # --- hot upgrade (upgrade.py) ---
+
+    def _begin_upgrade(self) -> None:
+        if self._upgrade is not None or self._hand_over_pending:
+            log.warning("SIGHUP: an upgrade is already under way")
+            return
+        notify.reloading()
+        try:
+            self._upgrade = UpgradeCheck(self.command, time.monotonic())
+        except OSError as exc:
+            self._upgrade_failed(f"cannot run {self.command[0]}: {exc.strerror or exc}")
+            return
+        self._selector.register(self._upgrade.output_fd, selectors.EVENT_READ, UpgradeCheck)
+        log.info("SIGHUP: checking the new code before the upgrade: %s", " ".join(self._upgrade.command))
+
+    def _upgrade_checked(self, status: int) -> None:
+        check, self._upgrade = self._upgrade, None
+        self._selector.unregister(check.output_fd)
+        reason = check.finish(status)
+        if self._stopping:
+            return
+        if reason is not None:
+            self._upgrade_failed(reason)
+        elif self._held is not None:
+            self._hand_over_pending = True  # after the connection held while fork fails is served
+        else:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Execute the new code in this process; returns only if that could not be done."""
+        self._hand_over_pending = False
+        handover = Handover(
+            command=self.command, fallback=self.fallback,
+            listeners=[(listener.fileno(), listener.spec) for listener in self.listeners],
+            children=[(c.pid, c.started, c.terminated_at, c.killed) for c in self.children.values()],
+            generation=self.generation + 1, upgrades=self.upgrades + 1, counters={},
+            env_keys=sorted(self.env_keys))
+        log.info("upgrading: executing %s with %d connection(s) in flight", " ".join(self.command),
+                 len(self.children))
+        self._retired[0] = 1  # children of this program answer their next request with Connection: close
+        try:
+            upgrade.execute(handover, self.command)
+        except OSError as exc:
+            self._retired[0] = 0
+            self._upgrade_failed(f"cannot execute {self.command[0]}: {exc.strerror or exc}")
+
+    def _upgrade_failed(self, reason: str) -> None:
+        self.upgrades += 1
+        log.error("upgrade failed, the running code keeps serving: %s", reason)
+        self._write_state({"result": "failed", "reason": reason})
+        self._send_status("READY=1", status=f"upgrade failed, generation {self.generation} serves: {reason}")
+
+    def _write_state(self, last_upgrade: dict | None) -> None:
+        write_state(self.state_file, {
+            "pid": os.getpid(), "version": __version__, "generation": self.generation,
+            "upgrades": self.upgrades, "release": self.fallback[0], "command": self.command,
+            "last_upgrade": None if last_upgrade is None else dict(last_upgrade, at=time.time()),
+        })
+
+    def _send_status(self, *fields: str, status: str = "") -> None:
+        """STATUS= (after any other fields) for the service manager; also sent every STATUS_EVERY s."""
+        status = status or f"{len(self.children)} connection(s), generation {self.generation}"
+        notify.notify(*fields, f"STATUS={status}")
+        self._status_at = time.monotonic() + STATUS_EVERY
+
     # --- stopping ---
 
     def _drain(self) -> None:
         """Graceful stop: no new connections; in-flight ones finish or are killed."""
         self._retired[0] = 1
+        notify.notify("STOPPING=1", f"STATUS=stopping, {len(self.children)} connection(s) in flight")
+        if self._upgrade is not None:
+            self._kill(self._upgrade.pid, signal.SIGKILL)
         self._close_listeners()
         self._close_held()
         deadline = time.monotonic() + self.graceful_timeout

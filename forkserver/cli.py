@@ -19,6 +19,7 @@ from .connection import ConnectionSettings
 from .httpparser import Limits
 from .listeners import BindError, open_listeners, parse_address
 from .loader import BUILTIN, AppLoadError, load_app
+from .upgrade import execute, take_handover
 
 
 
@@ -28,22 +29,47 @@ class StartupError(Exception):
 
 
 def main(argv=None) -> int:
+    handover = take_handover()  # set when this program was started by a hot upgrade
+    environ_before = dict(os.environ)  # the previous code's settings, should it have to run again
     try:
-        settings = load_settings(argv)
+        settings = load_settings(
+            argv, previous_env_keys=frozenset(handover.env_keys) if handover else frozenset(),
+            # the previous code, run again, keeps the settings it ran with
+            read_env_file=not (handover and handover.fallen_back))
     except UsageError as exc:
+        _fall_back(handover, str(exc), environ_before)
         return _fail(f"{exc} (see forkserver --help)", 2)
     log.set_level(settings.log_level)
     try:
-        return _run(settings)
+        return _run(settings, handover)
     except (StartupError, AppLoadError, BindError) as exc:
         if settings.log_level == "debug" and exc.__cause__ is not None:
             traceback.print_exception(exc.__cause__)
+        _fall_back(handover, str(exc), environ_before)
         return _fail(str(exc), 1)
     except KeyboardInterrupt:
         return 130
 
 
-def _run(settings: Settings) -> int:
+def _fall_back(handover, reason: str, environ_before: dict) -> None:
+    """New code that cannot start after a hot upgrade: run the code that was running before.
+
+    Returns only when there is nothing to go back to (no upgrade, or this is
+    already the previous code), and the caller then exits with the error.
+    """
+    if handover is None or handover.fallen_back:
+        return
+    print(f"forkserver: the new code cannot start ({reason}); going back to {handover.fallback[0]}",
+          file=sys.stderr)
+    os.environ.clear()
+    os.environ.update(environ_before)
+    try:
+        execute(handover._replace(fallen_back=reason), handover.fallback)
+    except OSError as exc:
+        print(f"forkserver: cannot execute {handover.fallback[0]}: {exc.strerror or exc}", file=sys.stderr)
+
+
+def _run(settings: Settings, handover=None) -> int:
     app = load_app(settings.app, settings.chdir)
     if settings.check_config:
         _check_paths(settings)
@@ -51,7 +77,7 @@ def _run(settings: Settings) -> int:
               f"bind {', '.join(str(parse_address(b)) for b in settings.bind)}")
         return 0
     access_log = _open_access_log(settings)
-    listeners = open_listeners(settings.bind, settings.backlog)
+    listeners = open_listeners(settings.bind, settings.backlog, handover.listeners if handover else ())
     _write_pid_file(settings.pid_file)
     from .arbiter import Arbiter
 
@@ -71,13 +97,17 @@ def _run(settings: Settings) -> int:
                               max_body=settings.max_body),
             ),
             access_log=access_log,
+            handover=handover,
+            state_file=settings.state_file,
+            env_keys=settings.env_keys,
         ).run()
     finally:
         _remove_pid_file(settings.pid_file)
 
 
 def _check_paths(settings: Settings) -> None:
-    for what, path in (("access log", settings.access_log), ("pid file", settings.pid_file)):
+    for what, path in (("access log", settings.access_log), ("pid file", settings.pid_file),
+                       ("state file", settings.state_file)):
         if path and path != "-":
             directory = os.path.dirname(os.path.abspath(path))
             if not os.access(directory, os.W_OK):

@@ -14,6 +14,7 @@ import sys
 from typing import NamedTuple
 
 from . import __version__
+from .envfile import EnvFileError, apply_env_file
 
 ENV_PREFIX = "FORKSERVER_"
 DEFAULT_BIND = "0.0.0.0:8888"
@@ -42,8 +43,11 @@ class Settings(NamedTuple):
     access_log_format: str = "combined"
     log_level: str = "info"
     pid_file: str | None = None
+    state_file: str | None = None
+    env_file: str | None = None
     chdir: str | None = None
     check_config: bool = False
+    env_keys: frozenset = frozenset()  # variables the settings file set (not an option)
 
 
 # --- value parsers: each raises ValueError with a message fit for a user ---
@@ -149,6 +153,12 @@ OPTIONS = (
            "error log level: " + ", ".join(LOG_LEVELS) + " (default info)", "LEVEL"),
     Option("pid_file", ("--pid-file",), optional_path,
            "write the server's pid to PATH while it runs", "PATH"),
+    Option("state_file", ("--state-file",), optional_path,
+           "keep PATH up to date with the pid, version and the outcome of the last hot upgrade "
+           "(read by forkserver-reload)", "PATH"),
+    Option("env_file", ("--env-file",), optional_path,
+           "read NAME=value settings (FORKSERVER_* and the app's own variables) from PATH at start "
+           "and again at every hot upgrade", "PATH"),
     Option("chdir", ("--chdir",), optional_path,
            "change to DIR and import the app from there", "DIR"),
 )
@@ -210,11 +220,20 @@ def _from_environment(environ) -> dict:
     return values
 
 
-def load_settings(argv=None, environ=None) -> Settings:
-    """Merge defaults, FORKSERVER_* variables and flags, in rising order of precedence."""
+def load_settings(argv=None, environ=None, previous_env_keys=frozenset(), read_env_file=True) -> Settings:
+    """Merge defaults, FORKSERVER_* variables (the settings file's over the process's) and flags,
+    in rising order of precedence."""
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    env_file = args.env_file or environ.get(ENV_PREFIX + "ENV_FILE", "").strip()
+    env_keys = previous_env_keys
+    if env_file and read_env_file:
+        try:
+            env_keys = apply_env_file(env_file, previous_env_keys, environ)
+        except EnvFileError as exc:
+            raise UsageError(str(exc)) from None
     values = _from_environment(environ)
+    values["env_keys"] = env_keys
     for key, value in vars(args).items():
         if key == "check_config":
             if value:

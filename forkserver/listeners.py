@@ -55,11 +55,13 @@ def parse_address(text: str) -> Address:
 
 
 class Listener:
-    """One bound, listening, non-blocking socket and the address it really has."""
+    """One bound, listening, non-blocking socket, the address it really has,
+    and the bind address it was opened for (``spec``, as configured)."""
 
-    def __init__(self, sock: socket.socket, address: Address):
+    def __init__(self, sock: socket.socket, address: Address, spec: str = ""):
         self.sock = sock
         self.address = address
+        self.spec = spec
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -78,7 +80,7 @@ def effective_backlog(backlog: int) -> int:
     return min(backlog, 128) if sys.platform == "darwin" else backlog
 
 
-def open_listener(address: Address, backlog: int) -> Listener:
+def open_listener(address: Address, backlog: int, spec: str = "") -> Listener:
     sock = socket.socket(address.family, socket.SOCK_STREAM)
     try:
         if address.family == socket.AF_UNIX:
@@ -98,19 +100,42 @@ def open_listener(address: Address, backlog: int) -> Listener:
     if address.family != socket.AF_UNIX:
         host, port = sock.getsockname()[:2]
         address = address._replace(host=host, port=port)
-    return Listener(sock, address)
+    return Listener(sock, address, spec)
 
 
-def open_listeners(texts, backlog: int) -> list[Listener]:
+def open_listeners(texts, backlog: int, inherited=()) -> list[Listener]:
+    """A listener for every bind address; one inherited across a hot upgrade is kept, not reopened.
+
+    `inherited` is (descriptor, bind address) pairs; an inherited socket whose
+    address is no longer wanted is closed (and its unix socket file removed).
+    """
+    kept = {spec: fd for fd, spec in inherited}
     listeners: list[Listener] = []
     try:
         for text in texts:
-            listeners.append(open_listener(parse_address(text), backlog))
+            fd = kept.pop(text.strip(), None)
+            listeners.append(open_listener(parse_address(text), backlog, text.strip()) if fd is None
+                             else adopt_listener(fd, backlog, text.strip()))
     except BindError:
         for listener in listeners:
             listener.close()
         raise
+    for spec, fd in kept.items():
+        Listener(socket.socket(fileno=fd), parse_address(spec), spec).close()
     return listeners
+
+
+def adopt_listener(fd: int, backlog: int, spec: str) -> Listener:
+    """A listening socket this process inherited across exec, with the (maybe new) backlog."""
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)
+    sock.setblocking(False)
+    sock.listen(effective_backlog(backlog))
+    address = parse_address(spec)
+    if address.family != socket.AF_UNIX:
+        host, port = sock.getsockname()[:2]
+        address = address._replace(host=host, port=port)
+    return Listener(sock, address, spec)
 
 
 def _remove_stale_socket(path: str) -> None:

@@ -218,3 +218,10 @@ def _close_listeners_in_children():
 
 if os.environ.get("FORKSERVER_TEST_LOSE_LISTENERS_IN_CHILDREN"):
     os.register_at_fork(after_in_child=_close_listeners_in_children)
+
+
+def env_var(environ, start_response):
+    """Answers with the process environment's value of the variable named in the query."""
+    body = os.environ.get(environ["QUERY_STRING"], "(unset)").encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]

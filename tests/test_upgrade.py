@@ -1,0 +1,262 @@
+"""Hot upgrade (SIGHUP): new code and settings take over in place, and no client notices."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import psutil
+import pytest
+import requests
+
+from conftest import ServerProcess, wait_until
+from rawhttp import read_until_close, status_of
+
+RELOAD = [sys.executable, "-m", "forkserver.reload"]
+
+
+class ClientLoop(threading.Thread):
+    """A client opening a new connection every 10 ms, as during a deploy; counts every failure."""
+
+    def __init__(self, url: str, interval: float = 0.01):
+        super().__init__(daemon=True)
+        self.url, self.interval = url, interval
+        self.ok, self.failures, self.longest_gap = 0, [], 0.0
+        self.bodies = set()
+        self._halt = threading.Event()
+
+    def run(self):
+        last = time.monotonic()
+        while not self._halt.is_set():
+            try:
+                reply = requests.get(self.url, timeout=10, headers={"Connection": "close"})
+                if reply.status_code != 200:
+                    raise RuntimeError(f"status {reply.status_code}")
+                self.ok += 1
+                self.bodies.add(reply.text)
+                now = time.monotonic()
+                self.longest_gap = max(self.longest_gap, now - last)
+                last = now
+            except Exception as exc:  # every failure is counted and reported
+                self.failures.append(repr(exc))
+            time.sleep(self.interval)
+
+    def stop(self):
+        self._halt.set()
+        self.join(30)
+
+
+def reload(state_file) -> subprocess.CompletedProcess:
+    return subprocess.run([*RELOAD, str(state_file)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def settings_file(tmp_path):
+    path = tmp_path / "forkserver.env"
+    path.write_text('FORKSERVER_KEEPALIVE="5"\n')
+    return path
+
+
+def start(start_server, tmp_path, settings_file, *args, **kwargs):
+    state = tmp_path / "state.json"
+    server = start_server("--env-file", str(settings_file), "--state-file", str(state), *args, **kwargs)
+    return server, state
+
+
+def test_upgrades_under_load_refuse_nothing(start_server, tmp_path, settings_file):
+    server, state = start(start_server, tmp_path, settings_file)
+    client = ClientLoop(server.url + "/hello")
+    client.start()
+    try:
+        for _ in range(3):
+            time.sleep(0.5)
+            done = reload(state)
+            assert done.returncode == 0, done.stderr
+    finally:
+        client.stop()
+    assert client.failures == [], client.failures[:5]
+    assert client.ok > 50
+    assert client.longest_gap < 1.0, f"longest gap {client.longest_gap:.2f}s"
+    assert json.loads(state.read_text())["generation"] == 3
+    assert psutil.Process(server.pid).is_running() and server.log.count("upgraded to generation") == 3
+
+
+def test_request_in_flight_finishes_under_the_old_code_and_is_reaped(start_server, tmp_path, settings_file):
+    server, state = start(start_server, tmp_path, settings_file, "apps:slow")
+    reply = {}
+    slow = threading.Thread(target=lambda: reply.setdefault("r", requests.get(server.url + "/?2", timeout=20)))
+    slow.start()
+    assert wait_until(lambda: len(server.children()) == 1, 5)
+    old_child = server.children()[0].pid
+    assert reload(state).returncode == 0
+    assert psutil.Process(old_child).ppid() == server.pid  # still the parent's own child
+    slow.join(20)
+    assert reply["r"].status_code == 200 and reply["r"].text == "slept 2\n"
+    assert wait_until(lambda: not psutil.pid_exists(old_child) or not server.zombies(), 5)
+    assert not server.zombies()
+
+
+def test_keepalive_connection_of_the_old_code_is_closed_after_its_next_response(start_server, tmp_path,
+                                                                               settings_file):
+    server, state = start(start_server, tmp_path, settings_file)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"Connection: close" not in sock.recv(65536)
+        assert reload(state).returncode == 0
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = read_until_close(sock, 10)
+    assert status_of(reply) == 200 and b"Connection: close" in reply
+
+
+def test_changed_settings_and_app_variables_take_effect(start_server, tmp_path, settings_file):
+    settings_file.write_text('APP_GREETING="first"\n')
+    server, state = start(start_server, tmp_path, settings_file, "apps:env_var")
+    assert requests.get(server.url + "/?APP_GREETING", timeout=5).text == "first"
+    settings_file.write_text('APP_GREETING="second"\nFORKSERVER_MAX_BODY="1K"\n')
+    assert reload(state).returncode == 0
+    assert requests.get(server.url + "/?APP_GREETING", timeout=5).text == "second"
+    assert requests.post(server.url + "/?APP_GREETING", data=b"x" * 2000, timeout=5).status_code == 413
+    settings_file.write_text("")
+    assert reload(state).returncode == 0
+    assert requests.get(server.url + "/?APP_GREETING", timeout=5).text == "(unset)"  # removed from the file
+
+
+def test_a_new_listener_is_opened_and_a_dropped_one_closed(start_server, tmp_path, settings_file):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        new_port = probe.getsockname()[1]
+    settings_file.write_text('FORKSERVER_BIND="127.0.0.1:0"\n')
+    server, state = start(start_server, tmp_path, settings_file, bind=None)
+    assert requests.get(server.url + "/hello", timeout=5).status_code == 200
+    settings_file.write_text(f'FORKSERVER_BIND="127.0.0.1:{new_port}"\n')
+    assert reload(state).returncode == 0
+    assert requests.get(f"http://127.0.0.1:{new_port}/hello", timeout=5).text == "Hello, World!"
+    with pytest.raises(requests.ConnectionError):
+        requests.get(server.url + "/hello", timeout=5)
+
+
+def test_bad_settings_leave_the_old_code_serving(start_server, tmp_path, settings_file):
+    server, state = start(start_server, tmp_path, settings_file)
+    settings_file.write_text('FORKSERVER_KEEPALIVE="-1"\n')
+    done = reload(state)
+    assert done.returncode == 1
+    assert "FORKSERVER_KEEPALIVE" in done.stderr
+    assert requests.get(server.url + "/hello", timeout=5).text == "Hello, World!"
+    recorded = json.loads(state.read_text())
+    assert recorded["generation"] == 0 and recorded["last_upgrade"]["result"] == "failed"
+    assert server.wait_for_log("upgrade failed, the running code keeps serving")
+
+
+def test_app_that_does_not_import_leaves_the_old_code_serving(start_server, tmp_path, settings_file):
+    server, state = start(start_server, tmp_path, settings_file)
+    settings_file.write_text('FORKSERVER_APP="no_such_module:app"\n')
+    done = reload(state)
+    assert done.returncode == 1 and "no_such_module" in done.stderr
+    assert requests.get(server.url + "/hello", timeout=5).text == "Hello, World!"
+
+
+RELEASE_SCRIPT = """\
+#!{python}
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+from forkserver.cli import main
+sys.exit(main())
+"""
+
+RELEASE_APP = """\
+import os, sys
+if {broken} and "--check-config" not in sys.argv:
+    raise RuntimeError("this release passes --check-config but cannot serve")
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "1")])
+    return [b"{name}"]
+"""
+
+
+def make_release(root, name, broken=False):
+    release = root / "releases" / name
+    (release / "bin").mkdir(parents=True)
+    script = release / "bin" / "forkserver"
+    script.write_text(RELEASE_SCRIPT.format(python=sys.executable))
+    script.chmod(0o755)
+    (release / "release_app.py").write_text(textwrap.dedent(RELEASE_APP.format(broken=broken, name=name)))
+    return release
+
+
+def point_current(root, release):
+    link = root / "current"
+    temporary = root / "current.new"
+    temporary.symlink_to(release)
+    os.replace(temporary, link)
+
+
+def test_releases_switch_by_link_and_a_release_that_fails_after_exec_is_rolled_back(tmp_path, settings_file):
+    make_release(tmp_path, "a")
+    make_release(tmp_path, "b")
+    broken = make_release(tmp_path, "c", broken=True)
+    point_current(tmp_path, tmp_path / "releases" / "a")
+    state = tmp_path / "state.json"
+    server = ServerProcess(["release_app:app", "--bind", "127.0.0.1:0", "--env-file", str(settings_file),
+                            "--state-file", str(state)], command=[str(tmp_path / "current" / "bin" / "forkserver")])
+    try:
+        assert requests.get(server.url, timeout=5).text == "a"
+        client = ClientLoop(server.url + "/")
+        client.start()
+        point_current(tmp_path, tmp_path / "releases" / "b")
+        assert reload(state).returncode == 0
+        time.sleep(0.3)
+        point_current(tmp_path, broken)
+        done = reload(state)
+        time.sleep(0.3)
+        client.stop()
+        assert done.returncode == 1, done.stdout
+        assert "cannot serve" in done.stderr
+        assert requests.get(server.url, timeout=5).text == "b"  # the previous release serves again
+        assert json.loads(state.read_text())["release"].endswith("releases/b/bin/forkserver")
+        assert client.failures == [], client.failures[:5]
+        assert client.bodies == {"a", "b"}
+        assert server.wait_for_log("going back to")
+    finally:
+        server.kill()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15, 0.3])
+def test_stop_signal_during_an_upgrade_is_a_graceful_stop(start_server, tmp_path, settings_file, delay):
+    server, state = start(start_server, tmp_path, settings_file)
+    server.signal(signal.SIGHUP)
+    time.sleep(delay)
+    server.signal(signal.SIGTERM)
+    assert server.proc.wait(20) == 0, server.log
+
+
+def test_service_manager_is_told_ready_reloading_and_stopping(start_server, tmp_path, settings_file):
+    """The sd_notify protocol, received on a real datagram socket as systemd would."""
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(path)
+        manager.settimeout(10)
+        server, state = start(start_server, tmp_path, settings_file, env={"NOTIFY_SOCKET": path})
+
+        def messages_until(field):
+            seen = []
+            while not any(field in message for message in seen):
+                seen.append(manager.recv(4096).decode())
+            return seen
+
+        assert any(m.startswith("READY=1\nSTATUS=0 connection(s), generation 0") for m in messages_until("READY=1"))
+        assert reload(state).returncode == 0
+        after_reload = messages_until("generation 1")
+        assert any("RELOADING=1" in m and "MONOTONIC_USEC=" in m for m in after_reload)
+        assert any(m.startswith("READY=1") for m in after_reload)
+        settings_file.write_text('FORKSERVER_KEEPALIVE="0"\n')
+        assert reload(state).returncode == 1
+        assert any(m.startswith("READY=1\nSTATUS=upgrade failed") for m in messages_until("upgrade failed"))
+        server.signal(signal.SIGTERM)
+        assert any(m.startswith("STOPPING=1") for m in messages_until("STOPPING=1"))
+        assert server.proc.wait(10) == 0

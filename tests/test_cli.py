@@ -163,3 +163,26 @@ def test_sigusr1_reopens_the_access_log(start_server, tmp_path):
     assert server.wait_for_log("access log reopened")
     requests.get(server.url + "/hello", timeout=5)
     assert wait_until(lambda: log_path.exists() and "GET /hello" in log_path.read_text(), 5)
+
+
+def test_settings_file_values_win_over_the_environment_and_lose_to_flags(tmp_path):
+    settings = tmp_path / "forkserver.env"
+    settings.write_text('# comment\n\nFORKSERVER_BIND="127.0.0.1:1"\nFORKSERVER_APP=apps:echo\n'
+                        'FORKSERVER_CHDIR="/no/\\$such \\"dir\\""\n')
+    done = run("--env-file", str(settings), "--chdir", TESTS, "--check-config",
+               env={"FORKSERVER_BIND": "127.0.0.1:2", "FORKSERVER_APP": "apps:crash"})
+    assert done.returncode == 0, done.stderr
+    assert "app apps:echo, bind http://127.0.0.1:1" in done.stdout
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, ["cannot read settings file", "no such file"]),
+    ('FORKSERVER_BIND=unquoted value\n', ["line 1", "NAME=value"]),
+    ('export FORKSERVER_BIND="x"\n', ["line 1"]),
+    ('FORKSERVER_MAX_CHILDREN="0"\n', ["FORKSERVER_MAX_CHILDREN", "whole number"]),
+])
+def test_settings_file_mistakes_are_one_line(tmp_path, content, words):
+    settings = tmp_path / "forkserver.env"
+    if content is not None:
+        settings.write_text(content)
+    one_line_error(run("--env-file", str(settings), "--check-config"), 2, *words)

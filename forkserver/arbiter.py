@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import _signal
 import collections
+import errno
 import gc
 import mmap
 
@@ -24,7 +25,9 @@ from .log import log
 from .connection import Connection, ConnectionSettings
 from .app import hello_app
 from .reaper import Reaper
+from .metrics import MetricsApp
 from .statefile import write_state
+from .stats import SlotCounter, Stats
 from .upgrade import Handover, UpgradeCheck
 
 
@@ -53,11 +56,12 @@ STATUS_EVERY = 5.0        # seconds between STATUS= lines to the service manager
 
 
 class Child:
-    __slots__ = ("pid", "started", "terminated_at", "killed")
+    __slots__ = ("pid", "started", "slot", "terminated_at", "killed")
 
-    def __init__(self, pid: int, started: float):
+    def __init__(self, pid: int, started: float, slot: int):
         self.pid = pid
         self.started = started
+        self.slot = slot                         # its counters in stats.py's shared region
         self.terminated_at: float | None = None  # when the parent sent SIGTERM
         self.killed = False                      # whether the parent sent SIGKILL
 
@@ -105,11 +109,20 @@ class Arbiter:
         self._hand_over_pending = False
         self._notify = bool(os.environ.get("NOTIFY_SOCKET"))
         self._status_at = 0.0
-        for pid, started, terminated_at, killed in handover.children if handover else ():
-            child = self.children[pid] = Child(pid, started)
+        for pid, started, slot, terminated_at, killed in handover.children if handover else ():
+            child = self.children[pid] = Child(pid, started, slot)
             child.terminated_at, child.killed = terminated_at, killed
             if terminated_at is not None and not killed:
                 self._timed_out[pid] = child
+        # What /metrics shows (metrics.py); carried across hot upgrades.
+        self.counters = handover.counters if handover else {
+            "forks": 0, "metrics_forks": 0, "fork_failures": 0, "timed_out": 0,
+            "accept_errors": {}, "reaped": {}}
+        self.stats = Stats(max_children + 16, handover.stats if handover else None,
+                           busy=[child.slot for child in self.children.values()])
+        if self.stats.lost_layout:
+            log.warning("request counters restart: the previous code kept them as %s", self.stats.lost_layout)
+        self._requests_at_status = (0, time.monotonic())  # for STATUS=: requests served by then
 
     # --- lifecycle ---
 
@@ -123,7 +136,8 @@ class Arbiter:
         gc.freeze()  # keep the app's objects out of the collector: fewer copy-on-write pages in children
         self._set_listening(True)
         log.info("forkserver pid %d serving %s (max children %d)", os.getpid(),
-                 ", ".join(str(listener.address) for listener in self.listeners), self.max_children)
+                 ", ".join(("metrics at " if listener.metrics else "") + str(listener.address)
+                           for listener in self.listeners), self.max_children)
         self._announce_start()
         try:
             while not self._stopping:
@@ -239,21 +253,27 @@ class Arbiter:
 
     def _accept_failed(self, exc: OSError) -> None:
         """Out of descriptors, memory or anything else: back off, log once, keep going."""
+        errors = self.counters["accept_errors"]
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        errors[name] = errors.get(name, 0) + 1
         if not self._accept_failing:
             log.error("accept failed: %s; retrying every %.1fs", exc.strerror or exc, ACCEPT_BACKOFF)
             self._accept_failing = True
         self._accept_paused_until = time.monotonic() + ACCEPT_BACKOFF
 
     def _spawn(self, fd: int, peer, listener) -> None:
+        slot = self.stats.take_slot()
         try:
             pid = os.fork()
         except OSError as exc:
+            self.stats.give_back(slot)
             self._fork_failed(exc, fd, peer, listener)
             return
         if pid == 0:
-            self._become_child(fd, peer, listener.sock.family)
+            self._become_child(fd, peer, listener, slot)
         now = time.monotonic()
-        self.children[pid] = Child(pid, now)
+        self.children[pid] = Child(pid, now, slot)
+        self.counters["metrics_forks" if listener.metrics else "forks"] += 1
         os.close(fd)
         if self._fork_failures and now - self._fork_failed_at >= FORK_QUIET:
             log.warning("fork works again (it failed %d time(s))", self._fork_failures)
@@ -265,6 +285,7 @@ class Arbiter:
         At a process limit fork fails and succeeds by turns as children come
         and go; that is one episode, logged once, until fork has worked for a while.
         """
+        self.counters["fork_failures"] += 1
         if not self._fork_failures:
             log.error("fork failed: %s; holding the connection from %s and pausing accepts until fork works",
                       exc.strerror or exc, peer or "unix socket")
@@ -273,7 +294,7 @@ class Arbiter:
         self._held = (fd, peer, listener)
         self._accept_paused_until = self._fork_failed_at + FORK_RETRY
 
-    def _become_child(self, fd: int, peer, family: int) -> None:
+    def _become_child(self, fd: int, peer, listener, slot: int) -> None:
         """In the child: shed the parent's state, serve the one connection, and exit."""
         status = 0
         try:
@@ -286,12 +307,17 @@ class Arbiter:
             _close_inherited((*(listener.fileno() for listener in self.listeners),
                               self._wakeup_r.fileno(), self._wakeup_w.fileno(),
                               *((self._upgrade.output_fd,) if self._upgrade else ())))
+            family = listener.sock.family
             conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             conn.setblocking(True)
             if family != socket.AF_UNIX:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            Connection(conn, peer, conn.getsockname(), self.app, self.connection_settings,
-                       self.access_log, (self._retired, self.pid)).serve()
+            if listener.metrics:  # a scrape: not one of the requests it counts
+                app, counter = MetricsApp(self._metrics_snapshot(), self.stats, self.pid), None
+            else:
+                app, counter = self.app, SlotCounter(self.stats.current, slot)
+            Connection(conn, peer, conn.getsockname(), app, self.connection_settings,
+                       self.access_log, (self._retired, self.pid), counter).serve()
         except BaseException:
             log.exception("child %d failed", os.getpid())
             status = 1
@@ -301,6 +327,11 @@ class Arbiter:
                 sys.stderr.flush()
             finally:
                 os._exit(status)
+
+    def _metrics_snapshot(self) -> dict:
+        """The parent's state as this (metrics) child was forked."""
+        return {"counters": self.counters, "children": len(self.children), "max_children": self.max_children,
+                "generation": self.generation}
 
     @staticmethod
     def _reset_signals_for_child() -> None:
@@ -356,6 +387,11 @@ class Arbiter:
             self._timed_out.pop(pid, None)
             if child is None:
                 continue
+            self.stats.give_back(child.slot)
+            reaped = self.counters["reaped"]
+            how = (f"signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
+                   else f"exit {os.WEXITSTATUS(status)}")
+            reaped[how] = reaped.get(how, 0) + 1
             if os.WIFSIGNALED(status):
                 signame = signal.Signals(os.WTERMSIG(status)).name
                 if child.terminated_at is not None:
@@ -376,6 +412,7 @@ class Arbiter:
                 log.warning("child %d ran past the %gs child timeout: SIGTERM", child.pid, self.child_timeout)
                 child.terminated_at = now
                 self._timed_out[child.pid] = child
+                self.counters["timed_out"] += 1
                 self._kill(child.pid, signal.SIGTERM)
         for child in list(self._timed_out.values()):
             if now - child.terminated_at >= KILL_AFTER:
@@ -445,9 +482,9 @@ class Arbiter:
         handover = Handover(
             command=self.command, fallback=self.fallback,
             listeners=[(listener.fileno(), listener.spec) for listener in self.listeners],
-            children=[(c.pid, c.started, c.terminated_at, c.killed) for c in self.children.values()],
-            generation=self.generation + 1, upgrades=self.upgrades + 1, counters={},
-            env_keys=sorted(self.env_keys))
+            children=[(c.pid, c.started, c.slot, c.terminated_at, c.killed) for c in self.children.values()],
+            generation=self.generation + 1, upgrades=self.upgrades + 1, counters=self.counters,
+            stats=self.stats.handover(), env_keys=sorted(self.env_keys))
         log.info("upgrading: executing %s with %d connection(s) in flight", " ".join(self.command),
                  len(self.children))
         self._retired[0] = 1  # children of this program answer their next request with Connection: close
@@ -472,7 +509,12 @@ class Arbiter:
 
     def _send_status(self, *fields: str, status: str = "") -> None:
         """STATUS= (after any other fields) for the service manager; also sent every STATUS_EVERY s."""
-        status = status or f"{len(self.children)} connection(s), generation {self.generation}"
+        served, now = self.stats.requests_served(), time.monotonic()
+        previous, then = self._requests_at_status
+        rate = (served - previous) / (now - then) if now > then else 0.0
+        self._requests_at_status = (served, now)
+        status = status or (f"{len(self.children)} connection(s), {rate:.1f} requests/s, "
+                            f"generation {self.generation}")
         notify.notify(*fields, f"STATUS={status}")
         self._status_at = time.monotonic() + STATUS_EVERY
 

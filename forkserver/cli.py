@@ -17,7 +17,7 @@ from .accesslog import AccessLog
 from .config import Settings, UsageError, load_settings
 from .connection import ConnectionSettings
 from .httpparser import Limits
-from .listeners import BindError, open_listeners, parse_address
+from .listeners import METRICS, BindError, open_listeners, parse_address
 from .loader import BUILTIN, AppLoadError, load_app
 from .upgrade import execute, take_handover
 
@@ -77,7 +77,8 @@ def _run(settings: Settings, handover=None) -> int:
               f"bind {', '.join(str(parse_address(b)) for b in settings.bind)}")
         return 0
     access_log = _open_access_log(settings)
-    listeners = open_listeners(settings.bind, settings.backlog, handover.listeners if handover else ())
+    binds = [*settings.bind, *([METRICS + settings.metrics_bind] if settings.metrics_bind else [])]
+    listeners = open_listeners(binds, settings.backlog, handover.listeners if handover else ())
     _write_pid_file(settings.pid_file)
     from .arbiter import Arbiter
 

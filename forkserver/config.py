@@ -39,6 +39,7 @@ class Settings(NamedTuple):
     limit_request_line: int = 4094
     limit_request_fields: int = 100
     limit_request_field_size: int = 8190
+    metrics_bind: str | None = None
     access_log: str | None = None
     access_log_format: str = "combined"
     log_level: str = "info"
@@ -90,6 +91,10 @@ def bind_address(text: str) -> str:
 
     parse_address(text)
     return text
+
+
+def optional_bind_address(text: str) -> str | None:
+    return bind_address(text) if text.strip() else None
 
 
 def choice(options: tuple[str, ...]):
@@ -145,6 +150,9 @@ OPTIONS = (
            "most header fields in a request; more gets 431 (default 100)", "N"),
     Option("limit_request_field_size", ("--limit-request-field-size",), positive_int,
            "longest header field line in bytes, name and value; longer gets 431 (default 8190)", "N"),
+    Option("metrics_bind", ("--metrics-bind",), optional_bind_address,
+           "serve Prometheus metrics at /metrics on ADDRESS (HOST:PORT or unix:PATH; keep it on "
+           "localhost or a private address; default: off)", "ADDRESS"),
     Option("access_log", ("--access-log",), optional_path,
            "write an access log to PATH, or '-' for stdout (default: none)", "PATH"),
     Option("access_log_format", ("--access-log-format",), choice(ACCESS_LOG_FORMATS),
@@ -204,7 +212,7 @@ def _from_environment(environ) -> dict:
     values = {}
     for option in OPTIONS:
         raw = environ.get(option.env)
-        if raw is None or (raw.strip() == "" and option.parse is not optional_path):
+        if raw is None or (raw.strip() == "" and option.parse not in (optional_path, optional_bind_address)):
             continue
         items = [part.strip() for part in raw.split(",") if part.strip()] if option.repeatable else [raw]
         try:

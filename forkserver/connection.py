@@ -131,9 +131,10 @@ class Connection:
     """
 
     def __init__(self, sock: socket.socket, peer, server_address, app, settings: ConnectionSettings,
-                 access_log=None, parent=None):
+                 access_log=None, parent=None, counter=None):
         self.sock = sock
         self.parent = parent
+        self.counter = counter  # stats.SlotCounter: what this child served, for /metrics
         self.app = app
         self.settings = settings
         self.access_log = access_log
@@ -191,8 +192,9 @@ class Connection:
     def _handle(self, head: RequestHead) -> RequestBody | None:
         """Serve one request; None when the connection may carry another, else its body."""
         body = RequestBody(self, head)
+        started = time.monotonic()
         keep_alive = (head.keep_alive and not self.parser.upgraded
-                      and time.monotonic() - self.started < self.settings.child_timeout / 2
+                      and started - self.started < self.settings.child_timeout / 2
                       and not self._told_to_close())
         response = Response(head, self.send, self._sendfile, keep_alive)
         environ = request_environ(self._base, head, body)
@@ -210,6 +212,8 @@ class Connection:
                 raise ClientDisconnected from None  # a half-sent response cannot be repaired
             response.send_error(500)
         self._log_access(head, environ, response)
+        if self.counter is not None:
+            self.counter.request(head.method, response.status_code, time.monotonic() - started, response.body_bytes)
         if not response.keep_alive or body.untouched_continue:
             return body
         try:
@@ -219,10 +223,13 @@ class Connection:
 
     def _refuse(self, exc: HTTPError) -> None:
         log.info("%s from %s: %s", exc.status, self.remote or "unix socket", exc.detail)
+        answer = error_response(exc.status, exc.detail)
         try:
-            self.send(error_response(exc.status, exc.detail))
+            self.send(answer)
         except (ClientDisconnected, ConnectionError):
             pass
+        if self.counter is not None:
+            self.counter.refusal(exc.status, len(answer))
         if self.access_log:
             self.access_log.write(self.remote, "-", exc.status, 0, None, None)
 

@@ -54,14 +54,19 @@ def parse_address(text: str) -> Address:
     return Address(family, host=host, port=int(port))
 
 
+METRICS = "metrics="  # spec prefix of the --metrics-bind listener
+
+
 class Listener:
     """One bound, listening, non-blocking socket, the address it really has,
-    and the bind address it was opened for (``spec``, as configured)."""
+    and the bind address it was opened for (``spec``, as configured, with
+    ``metrics=`` in front for the metrics listener)."""
 
     def __init__(self, sock: socket.socket, address: Address, spec: str = ""):
         self.sock = sock
         self.address = address
         self.spec = spec
+        self.metrics = spec.startswith(METRICS)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -113,15 +118,16 @@ def open_listeners(texts, backlog: int, inherited=()) -> list[Listener]:
     listeners: list[Listener] = []
     try:
         for text in texts:
-            fd = kept.pop(text.strip(), None)
-            listeners.append(open_listener(parse_address(text), backlog, text.strip()) if fd is None
-                             else adopt_listener(fd, backlog, text.strip()))
+            spec = text.strip()
+            fd = kept.pop(spec, None)
+            listeners.append(open_listener(parse_address(spec.removeprefix(METRICS)), backlog, spec) if fd is None
+                             else adopt_listener(fd, backlog, spec))
     except BindError:
         for listener in listeners:
             listener.close()
         raise
     for spec, fd in kept.items():
-        Listener(socket.socket(fileno=fd), parse_address(spec), spec).close()
+        Listener(socket.socket(fileno=fd), parse_address(spec.removeprefix(METRICS)), spec).close()
     return listeners
 
 
@@ -131,7 +137,7 @@ def adopt_listener(fd: int, backlog: int, spec: str) -> Listener:
     sock.set_inheritable(False)
     sock.setblocking(False)
     sock.listen(effective_backlog(backlog))
-    address = parse_address(spec)
+    address = parse_address(spec.removeprefix(METRICS))
     if address.family != socket.AF_UNIX:
         host, port = sock.getsockname()[:2]
         address = address._replace(host=host, port=port)

@@ -35,10 +35,11 @@ class Handover(NamedTuple):
     command: list[str]                 # how the parent was started: run again for every upgrade
     fallback: list[str]                # the code that ran before, to go back to if the new one fails
     listeners: list[tuple[int, str]]   # (descriptor, the bind address as configured)
-    children: list[tuple[int, float, float | None, bool]]  # pid, started, terminated_at, killed
+    children: list[tuple[int, float, int, float | None, bool]]  # pid, started, slot, terminated_at, killed
     generation: int                    # programs run under this pid so far, minus one
     upgrades: int                      # upgrade attempts so far (a state file reader counts on it)
-    counters: dict
+    counters: dict                     # the parent's own counters (metrics.py)
+    stats: dict                        # the children's shared counters (stats.py)
     env_keys: list[str]                # variables the settings file set
     fallen_back: str = ""              # why the new code could not start, when this is the fallback
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -243,20 +244,24 @@ def test_service_manager_is_told_ready_reloading_and_stopping(start_server, tmp_
         manager.settimeout(10)
         server, state = start(start_server, tmp_path, settings_file, env={"NOTIFY_SOCKET": path})
 
-        def messages_until(field):
+        def messages_until(pattern):
             seen = []
-            while not any(field in message for message in seen):
+            while not any(re.search(pattern, message) for message in seen):
                 seen.append(manager.recv(4096).decode())
             return seen
 
-        assert any(m.startswith("READY=1\nSTATUS=0 connection(s), generation 0") for m in messages_until("READY=1"))
+        messages_until(r"^READY=1\nSTATUS=0 connection\(s\), 0\.0 requests/s, generation 0$")
         assert reload(state).returncode == 0
-        after_reload = messages_until("generation 1")
+        after_reload = messages_until(r"READY=1\nSTATUS=.*generation 1")
         assert any("RELOADING=1" in m and "MONOTONIC_USEC=" in m for m in after_reload)
         assert any(m.startswith("READY=1") for m in after_reload)
         settings_file.write_text('FORKSERVER_KEEPALIVE="0"\n')
         assert reload(state).returncode == 1
-        assert any(m.startswith("READY=1\nSTATUS=upgrade failed") for m in messages_until("upgrade failed"))
+        messages_until(r"^READY=1\nSTATUS=upgrade failed, generation 1 serves: FORKSERVER_KEEPALIVE")
+        for _ in range(20):
+            requests.get(server.url + "/hello", timeout=5)
+        # the periodic STATUS= line (every 5 s) has counted them
+        messages_until(r"STATUS=\d+ connection\(s\), [1-9][0-9.]* requests/s, generation 1")
         server.signal(signal.SIGTERM)
-        assert any(m.startswith("STOPPING=1") for m in messages_until("STOPPING=1"))
+        messages_until(r"^STOPPING=1\nSTATUS=stopping")
         assert server.proc.wait(10) == 0

@@ -1,8 +1,19 @@
 """The accept loop: the parent process that accepts, forks, and keeps count.
 
-Signal handlers only record (the signal number in a queue, a byte on the wakeup
-socket); this loop acts on them between accepts, so nothing runs in signal
-context except the reaper's ``waitpid`` loop. Every signal's meaning:
+Signal handlers only record (the signal number, or the exits the reaper
+collected, in a queue); this loop acts on them between accepts. A handler ends
+the loop's wait early (by raising, which is the only way to stop a poll that
+Python retries after a signal) only when the loop must act at once, and only
+while the loop is waiting, never in the middle of its bookkeeping. Every
+signal's meaning is in SIGNALS below.
+
+The loop is shaped for its one frequent job: a listener is readable, accept,
+fork, note the child, close the descriptor. A child's exit is reaped at once by
+the SIGCHLD handler but booked by the loop only at its next wakeup, so an exit
+costs no wakeup of its own. Fork copies the parent's page tables, and every
+page the parent writes after a fork is copied (or at least faulted) again, so
+the per-connection path allocates little and touches few objects: two clock
+reads, a tuple per child, no per-connection objects of its own.
 """
 
 from __future__ import annotations
@@ -12,25 +23,23 @@ import collections
 import errno
 import gc
 import mmap
-
 import os
-import selectors
+import select
 import signal
 import socket
 import sys
 import time
 
 from . import __version__, notify, upgrade
-from .log import log
-from .connection import Connection, ConnectionSettings
 from .app import hello_app
-from .reaper import Reaper
+from .children import KILL_AFTER, Children
+from .connection import Connection, ConnectionSettings
+from .log import log
 from .metrics import MetricsApp
+from .reaper import Reaper
 from .statefile import write_state
 from .stats import SlotCounter, Stats
 from .upgrade import Handover, UpgradeCheck
-
-
 
 SIGNALS = {
     signal.SIGTERM: "graceful stop: stop accepting, let children finish for up to --graceful-timeout, "
@@ -46,24 +55,18 @@ SIGNALS = {
 CHILD_DEFAULT_SIGNALS = (int(signal.SIGCHLD), int(signal.SIGTERM), int(signal.SIGQUIT), int(signal.SIGALRM))
 CHILD_IGNORED_SIGNALS = (int(signal.SIGINT), int(signal.SIGHUP), int(signal.SIGUSR1))
 
-KILL_AFTER = 2.0          # seconds between a timed-out child's SIGTERM and its SIGKILL
 ACCEPT_BATCH = 32         # accepts per wakeup, so queued signals are acted on promptly
 ACCEPT_BACKOFF = 0.5      # pause after running out of descriptors
 FORK_RETRY = 0.1          # pause between tries while fork fails (EAGAIN, ENOMEM)
 FORK_QUIET = 1.0          # fork must work this long after a failure to end the episode
 REAP_AFTER_KILL = 5.0     # bound on waiting for SIGKILLed children to be reaped
 STATUS_EVERY = 5.0        # seconds between STATUS= lines to the service manager
+TICK_MS = 100             # how often the loop looks at its deadlines while any is set
+NEVER = float("inf")
 
 
-class Child:
-    __slots__ = ("pid", "started", "slot", "terminated_at", "killed")
-
-    def __init__(self, pid: int, started: float, slot: int):
-        self.pid = pid
-        self.started = started
-        self.slot = slot                         # its counters in stats.py's shared region
-        self.terminated_at: float | None = None  # when the parent sent SIGTERM
-        self.killed = False                      # whether the parent sent SIGKILL
+class _Wakeup(Exception):
+    """Raised by a signal handler to end the loop's wait (see the module's docstring)."""
 
 
 class Arbiter:
@@ -78,22 +81,24 @@ class Arbiter:
         self.connection_settings = connection_settings
         self.access_log = access_log
         self.reaper = reaper or Reaper()
-        self.children: dict[int, Child] = {}  # in fork order, so the oldest come first
-        self._timed_out: dict[int, Child] = {}  # children sent SIGTERM and not yet SIGKILL
         self._signals: collections.deque[int] = collections.deque()
         self._stopping = False
         self._stop_now = False
-        self._accept_paused_until = 0.0
-        self._accept_failing = False
-        self._held = None  # (fd, peer, listener) accepted while fork failed: served once fork works
-        self._fork_failures = 0  # in the current episode of failing forks
-        self._fork_failed_at = 0.0
-        self._listening = False
         # poll, not epoll or kqueue: no descriptor of its own to shed in every
         # child (XNU does not even give a kqueue to a forked child), and for a
         # handful of descriptors no slower.
-        self._selector = selectors.PollSelector()
-        self._wakeup_r, self._wakeup_w = socket.socketpair()
+        self._poll = select.poll()
+        self._listening = False
+        self._listener_by_fd = {listener.fileno(): listener for listener in listeners}
+        self._waiting = False           # the loop is in poll(): a handler may end the wait
+        self._now = time.monotonic()    # read once per wakeup
+        self._paused_until = 0.0        # accepting paused (no descriptors, fork failing) until then
+        self._accept_failing = False
+        self._held = None               # (fd, peer, listener) accepted while fork failed
+        self._fork_failures = 0         # in the current episode of failing forks
+        self._fork_failed_at = 0.0
+        self.fork_failures = 0          # ever
+        self.accept_errors: dict[str, int] = {}
         # One shared byte children read before keeping a connection alive: set
         # when this parent stops or hands over, so their clients move on.
         self._retired = mmap.mmap(-1, 1)
@@ -108,21 +113,23 @@ class Arbiter:
         self._upgrade: UpgradeCheck | None = None
         self._hand_over_pending = False
         self._notify = bool(os.environ.get("NOTIFY_SOCKET"))
-        self._status_at = 0.0
-        for pid, started, slot, terminated_at, killed in handover.children if handover else ():
-            child = self.children[pid] = Child(pid, started, slot)
-            child.terminated_at, child.killed = terminated_at, killed
-            if terminated_at is not None and not killed:
-                self._timed_out[pid] = child
-        # What /metrics shows (metrics.py); carried across hot upgrades.
-        self.counters = handover.counters if handover else {
-            "forks": 0, "metrics_forks": 0, "fork_failures": 0, "timed_out": 0,
-            "accept_errors": {}, "reaped": {}}
+        self._status_at = NEVER
+        counters = handover.counters if handover else {}
+        self.children = Children(child_timeout, handover.children if handover else (), counters,
+                                 other_exited=self._other_exited)
+        # Children may have exited while the previous program handed over: reap them at start.
+        self.reaper.reap()
+        self.fork_failures = counters.get("fork_failures", 0)
+        self.accept_errors = dict(counters.get("accept_errors", {}))
+        # The children's request counters (stats.py), in shared memory kept across upgrades.
         self.stats = Stats(max_children + 16, handover.stats if handover else None,
-                           busy=[child.slot for child in self.children.values()])
+                           busy=[slot for _, slot in self.children.running.values()])
+        self._free_slots = self.children.free_slots = self.stats.free
         if self.stats.lost_layout:
             log.warning("request counters restart: the previous code kept them as %s", self.stats.lost_layout)
-        self._requests_at_status = (0, time.monotonic())  # for STATUS=: requests served by then
+        self._requests_at_status = (0, self._now)  # for STATUS=: requests served by then
+        self._deadline = NEVER
+        self._deadline_stale = True
 
     # --- lifecycle ---
 
@@ -131,37 +138,20 @@ class Arbiter:
         self.pid = os.getpid()
         self._install_signals()
         upgrade.signals_ready()  # what arrived while the previous program handed over
-        self.reaper.reap()       # children that exited meanwhile
         self._warm_up()
         gc.freeze()  # keep the app's objects out of the collector: fewer copy-on-write pages in children
-        self._set_listening(True)
-        log.info("forkserver pid %d serving %s (max children %d)", os.getpid(),
+        log.info("forkserver pid %d serving %s (max children %d)", self.pid,
                  ", ".join(("metrics at " if listener.metrics else "") + str(listener.address)
                            for listener in self.listeners), self.max_children)
         self._announce_start()
         try:
-            while not self._stopping:
-                self._wait_and_accept()
-                self._after_wakeup()
+            self._serve()
             self._drain()
         finally:
             self._close_listeners()
-        log.info("forkserver pid %d stopped", os.getpid())
+        log.info("forkserver pid %d stopped", self.pid)
         return 0
 
-    def _announce_start(self) -> None:
-        handover = self.handover
-        last = None
-        if handover is not None:
-            if handover.fallen_back:
-                last = {"result": "failed", "reason": handover.fallen_back}
-                log.error("upgrade failed, the previous code serves again: %s", handover.fallen_back)
-            else:
-                last = {"result": "ok", "reason": ""}
-                log.info("upgraded to generation %d (%s), %d connection(s) in flight kept",
-                         self.generation, " ".join(self.command), len(handover.children))
-        self._write_state(last)
-        self._send_status("READY=1")
     def _warm_up(self, rounds: int = 16) -> None:
         """Serve a few requests to the built-in app in the parent before the first fork.
 
@@ -180,104 +170,156 @@ class Arbiter:
                 client_end.recv(65536)
 
     def _install_signals(self) -> None:
-        for sock in (self._wakeup_r, self._wakeup_w):
-            sock.setblocking(False)
-        self._selector.register(self._wakeup_r, selectors.EVENT_READ, None)
-        signal.set_wakeup_fd(self._wakeup_w.fileno(), warn_on_full_buffer=False)
-        self.reaper.install()
+        self.reaper.install(then=self._after_reaping)
         for signum in SIGNALS:
             if signum != signal.SIGCHLD:
                 signal.signal(signum, self._record_signal)
 
     def _record_signal(self, signum, frame) -> None:
         self._signals.append(signum)
+        if self._waiting:
+            self._waiting = False
+            raise _Wakeup
+
+    def _after_reaping(self) -> None:
+        """In the SIGCHLD handler: wake the loop only if an exit needs acting on now."""
+        if self._waiting and (not self._listening or self._upgrade is not None or self._stopping):
+            self._waiting = False
+            raise _Wakeup
+
+    def _announce_start(self) -> None:
+        handover = self.handover
+        last = None
+        if handover is not None:
+            if handover.fallen_back:
+                last = {"result": "failed", "reason": handover.fallen_back}
+                log.error("upgrade failed, the previous code serves again: %s", handover.fallen_back)
+            else:
+                last = {"result": "ok", "reason": ""}
+                log.info("upgraded to generation %d (%s), %d connection(s) in flight kept",
+                         self.generation, " ".join(self.command), len(handover.children))
+        self._write_state(last)
+        if self._notify:
+            self._send_status("READY=1")
 
     # --- the loop ---
 
-    def _wait_and_accept(self) -> None:
-        self._set_listening(len(self.children) < self.max_children and self._held is None
-                            and time.monotonic() >= self._accept_paused_until)
-        for key, _ in self._selector.select(self._next_timer()):
-            if key.data is None:
-                self._drain_wakeup()
-            elif key.data is UpgradeCheck:
-                self._upgrade.read()
-            elif not self._stopping:
-                self._accept(key.data)
-
-    def _after_wakeup(self) -> None:
-        self._act_on_signals()
-        self._collect_exits()
-        self._enforce_timeouts()
-        if self._held is not None and not self._stopping and time.monotonic() >= self._accept_paused_until:
-            fd, peer, listener = self._held
-            self._held = None
-            self._spawn(fd, peer, listener)
-        if self._hand_over_pending and self._held is None:
-            self._hand_over()
-        if self._notify and time.monotonic() >= self._status_at:
-            self._send_status()
+    def _serve(self) -> None:
+        """The loop. Its per-connection path is written out here, with its names bound to
+        locals: every call, attribute lookup and allocation it saves is a page not copied."""
+        poll = self._poll.poll
+        monotonic, fork, close = time.monotonic, os.fork, os.close
+        listener_by_fd = self._listener_by_fd
+        table = self.children
+        running, free, new_slot = table.running, self._free_slots, self.stats.new_slot
+        exits, exited = self.reaper.exits, table.exited
+        max_children = self.max_children
+        while not self._stopping:
+            while exits:
+                exited(*exits.popleft())
+            if self._signals:
+                self._on_signals()
+                continue
+            now = self._now
+            if (len(running) < max_children and now >= self._paused_until) != self._listening:
+                self._set_listening(not self._listening)
+            deadline = (self._next_deadline() if self._deadline_stale or table.deadline_moved
+                        else self._deadline)
+            try:
+                self._waiting = True
+                # Deadlines are met to within TICK: waking a few times a second
+                # while children run is cheaper than working out a timeout each time.
+                events = () if self._signals else poll(None if deadline == NEVER else TICK_MS)
+                self._waiting = False
+            except _Wakeup:
+                events = ()
+            self._now = now = monotonic()
+            for fd, _ in events:
+                listener = listener_by_fd.get(fd)
+                if listener is None:
+                    self._upgrade.read()  # the only other descriptor polled
+                    continue
+                # One connection per readiness: poll says when there is another.
+                if len(running) >= max_children:
+                    continue
+                try:
+                    # The raw accept: a descriptor, not a socket object, so the parent
+                    # (which only forks and closes it) builds nothing it would throw away.
+                    conn_fd, peer = listener.sock._accept()
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    continue  # nothing after all, a signal, or the client gave up in the backlog
+                except OSError as exc:
+                    self._accept_failed(exc)
+                    continue
+                if listener.metrics:
+                    while exits:  # a scrape sees every exit reaped so far booked
+                        exited(*exits.popleft())
+                slot = free.pop() if free else new_slot()
+                try:
+                    pid = fork()
+                except OSError as exc:
+                    free.append(slot)
+                    self._fork_failed(exc, conn_fd, peer, listener)
+                    continue
+                if pid == 0:
+                    self._become_child(conn_fd, peer, listener, slot)
+                if not running:
+                    self._deadline_stale = True  # the first child brings a timeout
+                running[pid] = (now, slot)
+                close(conn_fd)
+                if listener.metrics:
+                    table.metrics_forks += 1
+                if self._accept_failing or self._fork_failures:
+                    self._accept_recovered()
+            if now >= deadline:
+                self._on_deadline()
 
     def _set_listening(self, wanted: bool) -> None:
         """At the cap, stop watching the listeners: waiting clients stay in the backlog."""
         if wanted == self._listening:
             return
-        for listener in self.listeners:
+        for fd in self._listener_by_fd:
             if wanted:
-                self._selector.register(listener.sock, selectors.EVENT_READ, listener)
+                self._poll.register(fd, select.POLLIN)
             else:
-                self._selector.unregister(listener.sock)
+                self._poll.unregister(fd)
         self._listening = wanted
 
-    def _accept(self, listener) -> None:
-        for _ in range(ACCEPT_BATCH):
-            if len(self.children) >= self.max_children or self._held is not None:
-                return
-            try:
-                # The raw accept: a descriptor, not a socket object, so the parent
-                # (which only forks and closes it) builds nothing it would throw away.
-                fd, peer = listener.sock._accept()
-            except BlockingIOError:
-                return
-            except InterruptedError:
-                continue  # EINTR: a signal arrived; accept again
-            except ConnectionAbortedError:
-                continue  # the client gave up while waiting in the backlog
-            except OSError as exc:
-                self._accept_failed(exc)
-                return
-            if self._accept_failing:
-                log.warning("accepting connections again")
-                self._accept_failing = False
-            self._spawn(fd, peer, listener)
-
-    def _accept_failed(self, exc: OSError) -> None:
-        """Out of descriptors, memory or anything else: back off, log once, keep going."""
-        errors = self.counters["accept_errors"]
-        name = errno.errorcode.get(exc.errno, str(exc.errno))
-        errors[name] = errors.get(name, 0) + 1
-        if not self._accept_failing:
-            log.error("accept failed: %s; retrying every %.1fs", exc.strerror or exc, ACCEPT_BACKOFF)
-            self._accept_failing = True
-        self._accept_paused_until = time.monotonic() + ACCEPT_BACKOFF
-
-    def _spawn(self, fd: int, peer, listener) -> None:
-        slot = self.stats.take_slot()
+    def _fork(self, fd: int, peer, listener) -> None:
+        """Fork a child for a connection accepted earlier (held while fork failed)."""
+        free = self._free_slots
+        slot = free.pop() if free else self.stats.new_slot()
         try:
             pid = os.fork()
         except OSError as exc:
-            self.stats.give_back(slot)
+            free.append(slot)
             self._fork_failed(exc, fd, peer, listener)
             return
         if pid == 0:
             self._become_child(fd, peer, listener, slot)
-        now = time.monotonic()
-        self.children[pid] = Child(pid, now, slot)
-        self.counters["metrics_forks" if listener.metrics else "forks"] += 1
+        self._deadline_stale = True
+        self.children.running[pid] = (self._now, slot)
         os.close(fd)
-        if self._fork_failures and now - self._fork_failed_at >= FORK_QUIET:
-            log.warning("fork works again (it failed %d time(s))", self._fork_failures)
-            self._fork_failures = 0
+        if listener.metrics:
+            self.children.metrics_forks += 1
+        self._accept_recovered()
+
+    def _other_exited(self, pid: int, status: int) -> None:
+        """A child that is not a connection's: the upgrade check."""
+        if self._upgrade is not None and pid == self._upgrade.pid:
+            self._upgrade_checked(status)
+
+    # --- when accept or fork fails ---
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """Out of descriptors, memory or anything else: back off, log once, keep going."""
+        name = errno.errorcode.get(exc.errno, str(exc.errno))
+        self.accept_errors[name] = self.accept_errors.get(name, 0) + 1
+        if not self._accept_failing:
+            log.error("accept failed: %s; retrying every %.1fs", exc.strerror or exc, ACCEPT_BACKOFF)
+            self._accept_failing = True
+        self._paused_until = time.monotonic() + ACCEPT_BACKOFF
+        self._deadline_stale = True
 
     def _fork_failed(self, exc: OSError, fd: int, peer, listener) -> None:
         """Keep the accepted connection and stop accepting: clients wait in the backlog, none is dropped.
@@ -285,14 +327,25 @@ class Arbiter:
         At a process limit fork fails and succeeds by turns as children come
         and go; that is one episode, logged once, until fork has worked for a while.
         """
-        self.counters["fork_failures"] += 1
+        self.fork_failures += 1
         if not self._fork_failures:
             log.error("fork failed: %s; holding the connection from %s and pausing accepts until fork works",
                       exc.strerror or exc, peer or "unix socket")
         self._fork_failures += 1
         self._fork_failed_at = time.monotonic()
         self._held = (fd, peer, listener)
-        self._accept_paused_until = self._fork_failed_at + FORK_RETRY
+        self._paused_until = self._fork_failed_at + FORK_RETRY
+        self._deadline_stale = True
+
+    def _accept_recovered(self) -> None:
+        if self._accept_failing:
+            log.warning("accepting connections again")
+            self._accept_failing = False
+        if self._fork_failures and self._now - self._fork_failed_at >= FORK_QUIET:
+            log.warning("fork works again (it failed %d time(s))", self._fork_failures)
+            self._fork_failures = 0
+
+    # --- in the child ---
 
     def _become_child(self, fd: int, peer, listener, slot: int) -> None:
         """In the child: shed the parent's state, serve the one connection, and exit."""
@@ -304,9 +357,7 @@ class Arbiter:
             _signal.setitimer(_signal.ITIMER_REAL, self.child_timeout + KILL_AFTER)
             # Plain closes of the parent's descriptors: the objects' own close()
             # methods would touch (and so copy) more of the parent's memory.
-            _close_inherited((*(listener.fileno() for listener in self.listeners),
-                              self._wakeup_r.fileno(), self._wakeup_w.fileno(),
-                              *((self._upgrade.output_fd,) if self._upgrade else ())))
+            _close_inherited((*self._listener_by_fd, *((self._upgrade.output_fd,) if self._upgrade else ())))
             family = listener.sock.family
             conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
             conn.setblocking(True)
@@ -330,14 +381,16 @@ class Arbiter:
 
     def _metrics_snapshot(self) -> dict:
         """The parent's state as this (metrics) child was forked."""
-        return {"counters": self.counters, "children": len(self.children), "max_children": self.max_children,
+        return {"counters": self._counters(), "children": len(self.children), "max_children": self.max_children,
                 "generation": self.generation}
+
+    def _counters(self) -> dict:
+        return dict(self.children.counters(), fork_failures=self.fork_failures, accept_errors=self.accept_errors)
 
     @staticmethod
     def _reset_signals_for_child() -> None:
         # _signal.signal is what signal.signal wraps; the wrapper turns the old
         # handler into an enum, which in a fresh child copies ~20 pages per call.
-        _signal.set_wakeup_fd(-1)
         # SIGCHLD back to default, so an app's own subprocesses are waited for by the app;
         # SIGTERM and SIGQUIT too, so the parent's timeouts and stops take effect.
         for signum in CHILD_DEFAULT_SIGNALS:
@@ -346,107 +399,66 @@ class Arbiter:
         for signum in CHILD_IGNORED_SIGNALS:
             _signal.signal(signum, _signal.SIG_IGN)
 
-    # --- acting on what the handlers recorded ---
+    # --- acting on what the handlers recorded, and on deadlines ---
 
-    def _drain_wakeup(self) -> None:
-        try:
-            while self._wakeup_r.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-
-    def _act_on_signals(self) -> None:
+    def _on_signals(self) -> None:
         while self._signals:
-            signum = self._signals.popleft()
-            name = signal.Signals(signum).name
-            if signum in (signal.SIGTERM, signal.SIGINT):
-                if self._stopping:
-                    log.info("%s again: stopping now", name)
-                    self._stop_now = True
-                else:
-                    log.info("%s: graceful stop, waiting up to %gs for %d connection(s)",
-                             name, self.graceful_timeout, len(self.children))
-                    self._stopping = True
-            elif signum == signal.SIGQUIT:
-                log.info("SIGQUIT: stopping now")
-                self._stopping = self._stop_now = True
-            elif signum == signal.SIGHUP:
-                if not self._stopping:
-                    self._begin_upgrade()
-            elif signum == signal.SIGUSR1:
-                if self.access_log:
-                    self.access_log.reopen()
-                log.info("%s: access log reopened", name)
+            self._deadline_stale = True  # an upgrade or a stop brings deadlines of its own
+            self._act_on_signal(self._signals.popleft())
 
-    def _collect_exits(self) -> None:
-        for pid, status in self.reaper.pop_exits():
-            if self._upgrade is not None and pid == self._upgrade.pid:
-                self._upgrade_checked(status)
-                continue
-            child = self.children.pop(pid, None)
-            self._timed_out.pop(pid, None)
-            if child is None:
-                continue
-            self.stats.give_back(child.slot)
-            reaped = self.counters["reaped"]
-            how = (f"signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
-                   else f"exit {os.WEXITSTATUS(status)}")
-            reaped[how] = reaped.get(how, 0) + 1
-            if os.WIFSIGNALED(status):
-                signame = signal.Signals(os.WTERMSIG(status)).name
-                if child.terminated_at is not None:
-                    log.info("child %d stopped by %s after its timeout", pid, signame)
-                elif child.killed:
-                    log.info("child %d stopped by %s at shutdown", pid, signame)
-                else:
-                    log.warning("child %d was killed by %s", pid, signame)
-            elif os.WIFEXITED(status) and os.WEXITSTATUS(status):
-                log.warning("child %d exited with status %d", pid, os.WEXITSTATUS(status))
+    def _act_on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            if self._stopping:
+                log.info("%s again: stopping now", name)
+                self._stop_now = True
+            else:
+                log.info("%s: graceful stop, waiting up to %gs for %d connection(s)",
+                         name, self.graceful_timeout, len(self.children))
+                self._stopping = True
+        elif signum == signal.SIGQUIT:
+            log.info("SIGQUIT: stopping now")
+            self._stopping = self._stop_now = True
+        elif signum == signal.SIGHUP:
+            if not self._stopping:
+                self._begin_upgrade()
+        elif signum == signal.SIGUSR1:
+            if self.access_log:
+                self.access_log.reopen()
+            log.info("%s: access log reopened", name)
 
-    def _enforce_timeouts(self) -> None:
-        now = time.monotonic()
-        for child in self.children.values():
-            if child.terminated_at is None:
-                if now - child.started < self.child_timeout:
-                    break  # children are in fork order: the rest are younger
-                log.warning("child %d ran past the %gs child timeout: SIGTERM", child.pid, self.child_timeout)
-                child.terminated_at = now
-                self._timed_out[child.pid] = child
-                self.counters["timed_out"] += 1
-                self._kill(child.pid, signal.SIGTERM)
-        for child in list(self._timed_out.values()):
-            if now - child.terminated_at >= KILL_AFTER:
-                log.warning("child %d ignored SIGTERM: SIGKILL", child.pid)
-                child.killed = True
-                del self._timed_out[child.pid]
-                self._kill(child.pid, signal.SIGKILL)
+    def _next_deadline(self) -> float:
+        """When the loop must act on its own: a child timeout, a pause's end, an upgrade check, STATUS=.
+
+        Worked out again only after something that can move it (an exit, a
+        fork into an empty table, any timer); cached in between.
+        """
+        self._deadline_stale = self.children.deadline_moved = False
+        deadline = self.children.next_deadline() if self.children.running else NEVER
+        if self._paused_until > self._now:
+            deadline = min(deadline, self._paused_until)
+        elif self._held is not None:
+            deadline = self._now
+        if self._upgrade is not None:
+            deadline = min(deadline, self._upgrade.deadline)
+        self._deadline = min(deadline, self._status_at)
+        return self._deadline
+
+    def _on_deadline(self) -> None:
+        self._deadline_stale = True
+        now = self._now
+        self.children.enforce(now)
+        if self._held is not None and not self._stopping and now >= self._paused_until:
+            fd, peer, listener = self._held
+            self._held = None
+            self._fork(fd, peer, listener)
+        if self._hand_over_pending and self._held is None:
+            self._hand_over()
         if self._upgrade is not None and now >= self._upgrade.deadline and not self._upgrade.timed_out:
             self._upgrade.timed_out = True
-            self._kill(self._upgrade.pid, signal.SIGKILL)
-
-    def _next_timer(self) -> float | None:
-        """Seconds until the loop must act on its own: a timeout or the end of an accept pause."""
-        now = time.monotonic()
-        timers = []
-        if self._accept_paused_until > now:
-            timers.append(self._accept_paused_until)
-        for child in self.children.values():
-            if child.terminated_at is None:
-                timers.append(child.started + self.child_timeout)
-                break
-        timers.extend(child.terminated_at + KILL_AFTER for child in self._timed_out.values())
-        if self._upgrade is not None:
-            timers.append(self._upgrade.deadline)
-        if self._notify:
-            timers.append(self._status_at)
-        return max(0.0, min(timers) - now) if timers else None
-
-    @staticmethod
-    def _kill(pid: int, signum: int) -> None:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass  # exited already; the reaper has it
+            _kill(self._upgrade.pid, signal.SIGKILL)
+        if now >= self._status_at:
+            self._send_status()
 
     # --- hot upgrade (upgrade.py) ---
 
@@ -460,12 +472,12 @@ class Arbiter:
         except OSError as exc:
             self._upgrade_failed(f"cannot run {self.command[0]}: {exc.strerror or exc}")
             return
-        self._selector.register(self._upgrade.output_fd, selectors.EVENT_READ, UpgradeCheck)
+        self._poll.register(self._upgrade.output_fd, select.POLLIN)
         log.info("SIGHUP: checking the new code before the upgrade: %s", " ".join(self._upgrade.command))
 
     def _upgrade_checked(self, status: int) -> None:
         check, self._upgrade = self._upgrade, None
-        self._selector.unregister(check.output_fd)
+        self._poll.unregister(check.output_fd)
         reason = check.finish(status)
         if self._stopping:
             return
@@ -482,9 +494,8 @@ class Arbiter:
         handover = Handover(
             command=self.command, fallback=self.fallback,
             listeners=[(listener.fileno(), listener.spec) for listener in self.listeners],
-            children=[(c.pid, c.started, c.slot, c.terminated_at, c.killed) for c in self.children.values()],
-            generation=self.generation + 1, upgrades=self.upgrades + 1, counters=self.counters,
-            stats=self.stats.handover(), env_keys=sorted(self.env_keys))
+            children=self.children.handover(), generation=self.generation + 1, upgrades=self.upgrades + 1,
+            counters=self._counters(), stats=self.stats.handover(), env_keys=sorted(self.env_keys))
         log.info("upgrading: executing %s with %d connection(s) in flight", " ".join(self.command),
                  len(self.children))
         self._retired[0] = 1  # children of this program answer their next request with Connection: close
@@ -498,7 +509,8 @@ class Arbiter:
         self.upgrades += 1
         log.error("upgrade failed, the running code keeps serving: %s", reason)
         self._write_state({"result": "failed", "reason": reason})
-        self._send_status("READY=1", status=f"upgrade failed, generation {self.generation} serves: {reason}")
+        if self._notify:
+            self._send_status("READY=1", status=f"upgrade failed, generation {self.generation} serves: {reason}")
 
     def _write_state(self, last_upgrade: dict | None) -> None:
         write_state(self.state_file, {
@@ -516,7 +528,8 @@ class Arbiter:
         status = status or (f"{len(self.children)} connection(s), {rate:.1f} requests/s, "
                             f"generation {self.generation}")
         notify.notify(*fields, f"STATUS={status}")
-        self._status_at = time.monotonic() + STATUS_EVERY
+        self._status_at = now + STATUS_EVERY
+        self._deadline_stale = True
 
     # --- stopping ---
 
@@ -525,28 +538,35 @@ class Arbiter:
         self._retired[0] = 1
         notify.notify("STOPPING=1", f"STATUS=stopping, {len(self.children)} connection(s) in flight")
         if self._upgrade is not None:
-            self._kill(self._upgrade.pid, signal.SIGKILL)
+            _kill(self._upgrade.pid, signal.SIGKILL)
         self._close_listeners()
         self._close_held()
-        deadline = time.monotonic() + self.graceful_timeout
-        while self.children and not self._stop_now and time.monotonic() < deadline:
-            timer = self._next_timer()
-            wait = deadline - time.monotonic() if timer is None else min(timer, deadline - time.monotonic())
-            for key, _ in self._selector.select(max(wait, 0.0)):
-                if key.data is None:
-                    self._drain_wakeup()
-            self._after_wakeup()
-        if self.children:
+        self._status_at = NEVER
+        give_up = time.monotonic() + self.graceful_timeout
+        while self.children.running and not self._stop_now and time.monotonic() < give_up:
+            self._now = time.monotonic()
+            self._wait(min(self._next_deadline(), give_up) - self._now)
+            self.children.enforce(time.monotonic())
+        if self.children.running:
             log.warning("killing %d child(ren) still running", len(self.children))
-            for child in self.children.values():
-                child.killed = True
-                self._kill(child.pid, signal.SIGKILL)
+            self.children.kill_all()
         give_up = time.monotonic() + REAP_AFTER_KILL
-        while self.children and time.monotonic() < give_up:
-            self._selector.select(0.05)
-            self._drain_wakeup()
-            self.reaper.reap()  # in case a SIGCHLD was merged with one already handled
-            self._collect_exits()
+        while self.children.running and time.monotonic() < give_up:
+            self._wait(0.05)
+
+    def _wait(self, seconds: float) -> None:
+        """While stopping: wait for an exit or a signal at most `seconds`, then act on them."""
+        try:
+            self._waiting = True
+            if not self._signals and not self.reaper.exits:
+                self._poll.poll(max(0, int(seconds * 1000) + 1))
+            self._waiting = False
+        except _Wakeup:
+            pass
+        self.reaper.reap()  # in case a SIGCHLD was merged with one already handled
+        while self.reaper.exits:
+            self.children.exited(*self.reaper.exits.popleft())
+        self._on_signals()
 
     def _close_held(self) -> None:
         if self._held is not None:
@@ -554,11 +574,17 @@ class Arbiter:
             self._held = None
 
     def _close_listeners(self) -> None:
-        if self._listening:
-            self._set_listening(False)
+        self._set_listening(False)
         for listener in self.listeners:
             if listener.sock.fileno() >= 0:
                 listener.close()
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass  # exited already; the reaper has it
 
 
 def _close_inherited(fds) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import platform
 
 from . import __version__, stats
+from .children import describe_status
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -79,8 +80,8 @@ class _Collector:
         yield counter("forkserver_accept_errors", "accept() errors, by errno", labels=["errno"],
                       samples=[((name,), count) for name, count in sorted(counters["accept_errors"].items())])
         yield counter("forkserver_children_reaped", "Children reaped, by how they ended", labels=["how", "code"],
-                      samples=[(tuple(key.split(" ", 1)), count)
-                               for key, count in sorted(counters["reaped"].items())])
+                      samples=[(describe_status(int(status)), count)
+                               for status, count in sorted(counters["reaped"].items())])
         yield counter("forkserver_children_timed_out", "Children sent SIGTERM for running past --child-timeout",
                       counters["timed_out"])
         yield gauge("forkserver_zombies", "Zombie children of the parent, counted from the OS at scrape time",

@@ -3,9 +3,9 @@
 The kernel merges SIGCHLDs that arrive while one is pending, so a burst of 128
 children exiting together may raise the signal only a few times. One wait() per
 signal (the classic mistake) therefore leaves zombies; looping ``waitpid(-1,
-WNOHANG)`` until nothing is left cannot. The handler does no I/O and no logging
-(logging from signal context can deadlock on the logging lock): it only records
-each exit for the main loop to act on.
+WNOHANG)`` until nothing is left cannot. The handler does no I/O and no logging,
+and touches nothing the main loop might be changing: it only records each exit
+in a queue, for the main loop to act on.
 """
 
 from __future__ import annotations
@@ -21,27 +21,29 @@ class Reaper:
         # can share it without a lock.
         self.exits: collections.deque[tuple[int, int]] = collections.deque()
 
-    def install(self) -> None:
-        """Must run before the first fork, or an early exit could go unnoticed."""
-        signal.signal(signal.SIGCHLD, self._on_sigchld)
+    def install(self, then=None) -> None:
+        """Must run before the first fork, or an early exit could go unnoticed.
 
-    def _on_sigchld(self, signum, frame) -> None:
-        self.reap()
+        `then()` runs after each reaping in the handler (the arbiter uses it to
+        end its wait early when it must act on an exit at once).
+        """
+        def on_sigchld(signum, frame, reap=self.reap):
+            reap()
+            if then is not None:
+                then()
+
+        signal.signal(signal.SIGCHLD, on_sigchld)
 
     def reap(self) -> None:
         """Wait for every child that has exited; never blocks."""
+        waitpid, append = os.waitpid, self.exits.append
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status = waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return  # ECHILD: no children at all
             except InterruptedError:
                 continue
             if pid == 0:
                 return  # children remain, none has exited
-            self.exits.append((pid, status))
-
-    def pop_exits(self):
-        """Yield (pid, wait status) for every recorded exit, oldest first."""
-        while self.exits:
-            yield self.exits.popleft()
+            append((pid, status))

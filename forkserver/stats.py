@@ -88,18 +88,15 @@ class Stats:
             self.regions.append(Region.create(capacity))
         self.current = self.regions[-1]
         # Freed slots, reused last in, first out, so that few slots are ever used.
+        # The parent pops and appends to this list itself: no call per fork.
         busy = set(busy)
-        self._free = [slot for slot in range(self.current.used) if slot not in busy]
+        self.free = [slot for slot in range(self.current.used) if slot not in busy]
 
-    def take_slot(self) -> int:
-        if self._free:
-            return self._free.pop()
+    def new_slot(self) -> int:
+        """A slot never used before (when no freed one is left)."""
         slot = self.current.used
         self.current.used += 1
         return slot
-
-    def give_back(self, slot: int) -> None:
-        self._free.append(slot)
 
     def totals(self, first: int = 0, last: int = FIELDS) -> list[int]:
         """Counters first..last-1, summed over every region and slot."""

@@ -6,7 +6,6 @@ import errno
 import os
 import socket
 import stat
-import sys
 from typing import NamedTuple
 
 
@@ -73,11 +72,6 @@ class Listener:
                 pass
 
 
-def effective_backlog(backlog: int) -> int:
-    # macOS silently caps the backlog at kern.ipc.somaxconn (128 by default).
-    return min(backlog, 128) if sys.platform == "darwin" else backlog
-
-
 def open_listener(address: Address, backlog: int) -> Listener:
     sock = socket.socket(address.family, socket.SOCK_STREAM)
     try:
@@ -90,7 +84,9 @@ def open_listener(address: Address, backlog: int) -> Listener:
                 # [::] and 0.0.0.0 may then both be bound, as with nginx's ipv6only=on.
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((address.host, address.port))
-        sock.listen(effective_backlog(backlog))
+        # The kernel caps it at net.core.somaxconn (Linux) or kern.ipc.somaxconn
+        # (macOS, 128 by default) by itself, so a raised sysctl takes effect.
+        sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise BindError(f"cannot listen on {_describe(address)}: {_reason(exc, address)}") from None

@@ -163,3 +163,37 @@ def test_sigusr1_reopens_the_access_log(start_server, tmp_path):
     assert server.wait_for_log("access log reopened")
     requests.get(server.url + "/hello", timeout=5)
     assert wait_until(lambda: log_path.exists() and "GET /hello" in log_path.read_text(), 5)
+
+
+def _somaxconn() -> int:
+    if sys.platform == "darwin":
+        return int(subprocess.run(["sysctl", "-n", "kern.ipc.somaxconn"], capture_output=True,
+                                  text=True, check=True).stdout)
+    with open("/proc/sys/net/core/somaxconn") as f:
+        return int(f.read())
+
+
+def _listen_queue_limit(port: int) -> int:
+    """The accept queue limit the kernel gave a listening socket on 127.0.0.1:port."""
+    if sys.platform == "darwin":
+        # netstat -L: "qlen/incqlen/maxqlen  127.0.0.1.PORT"
+        out = subprocess.run(["netstat", "-Lan", "-p", "tcp"], capture_output=True, text=True,
+                             check=True).stdout
+        for fields in (line.split() for line in out.splitlines()):
+            if len(fields) == 2 and fields[1] == f"127.0.0.1.{port}":
+                return int(fields[0].split("/")[2])
+        raise AssertionError(out)
+    # ss: the Send-Q of a listening socket is its backlog
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout
+    return int(out.split()[2])
+
+
+@pytest.mark.parametrize("backlog", [100, 1000])
+def test_backlog_reaches_the_kernel_which_alone_caps_it(start_server, backlog):
+    # The kernel caps the backlog at net.core.somaxconn or kern.ipc.somaxconn;
+    # forkserver must not cap it too, so that an operator who raises the sysctl
+    # gets what they ask for. The macOS workflow raises kern.ipc.somaxconn to
+    # 1024 before the tests, where a cap of 128 in forkserver would show.
+    server = start_server("--backlog", str(backlog))
+    assert _listen_queue_limit(server.port) == min(backlog, _somaxconn())

@@ -4,7 +4,9 @@ The stand-in must fail where launchd fails, or the scenario would hide what
 breaks on a real Mac: bootout returns before the job has exited and the label
 stays busy until then, the legacy load fails silently meanwhile, a disabled
 label is not loaded, the job's process group is sent SIGTERM when the job
-dies, and a plist key it does not model is refused.
+dies, and a plist key it does not model is refused. The last tests run the
+two restart sequences through Ansible against it: the one of
+community.general.launchd loses the job, the role's keeps it.
 """
 
 import json
@@ -18,6 +20,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from role_helpers import ansible_env, ansible_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = ROOT / "molecule" / "macos" / "launchd"
@@ -359,3 +363,85 @@ def test_stand_in_loads_daemons_at_boot_and_stops_them_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
 
+
+# --- The two restart sequences, through Ansible ------------------------------
+
+OLD_RESTART = """\
+- name: Restart as community.general.launchd does (unload, load, start)
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Restart the job
+      community.general.launchd:
+        name: {label}
+        state: restarted
+"""
+
+ROLE_RESTART = """\
+- name: Restart as the forkserver role's handler does
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Run the role's launchd restart
+      ansible.builtin.include_role:
+        name: forkserver
+        tasks_from: launchd_restart.yml
+"""
+
+
+def playbook(standin, text, extra_vars=None):
+    path = standin.tmp / "playbook.yml"
+    path.write_text(text)
+    env = ansible_env(standin.tmp)
+    env.update(standin.env, PATH=f"{standin.bin}:{env['PATH']}", HOME=str(standin.tmp / "home"))
+    cmd = [ansible_tool("ansible-playbook"), "-i", "localhost,", "-c", "local", str(path)]
+    if extra_vars:
+        cmd += ["-e", json.dumps(extra_vars)]
+    return subprocess.run(cmd, cwd=standin.tmp, env=env, capture_output=True, text=True, timeout=300)
+
+
+def running_job(standin, drain=DRAIN):
+    # community.general.launchd finds plists in ~/Library/LaunchAgents, among others
+    plist, log = drain_job(standin, directory=standin.tmp / "home" / "Library" / "LaunchAgents",
+                           drain=drain)
+    standin("bootstrap", "system", str(plist))
+    wait_for(lambda: isinstance(standin.pid(), int))
+    return plist, log, standin.pid()
+
+
+def test_the_old_restart_sequence_loses_a_draining_job_and_reports_success(launchd):
+    plist, log, old = running_job(launchd)
+    done = playbook(launchd, OLD_RESTART.format(label=LABEL))
+    assert done.returncode == 0, done.stdout + done.stderr  # Ansible says all is well...
+    wait_for(lambda: launchd.pid() == "unloaded", timeout=DRAIN + 5)
+    time.sleep(1)
+    assert launchd.pid() == "unloaded"  # ...but the job is gone, and stays gone
+    assert events(log) == [[str(old), "started"], [str(old), "drained"]]
+
+
+def role_vars(plist):
+    return {"forkserver_launchd_label": LABEL, "_forkserver_plist_file": str(plist),
+            "forkserver_graceful_timeout": 10}
+
+
+def test_the_role_restart_waits_for_the_draining_job_then_loads_it_again(launchd):
+    plist, log, old = running_job(launchd, drain=4)
+    done = playbook(launchd, ROLE_RESTART, role_vars(plist))
+    assert done.returncode == 0, done.stdout + done.stderr
+    new = launchd.pid()
+    assert isinstance(new, int) and new != old
+    wait_for(lambda: len(events(log)) == 3)
+    # the new instance started only after the old one had drained and exited
+    assert events(log) == [[str(old), "started"], [str(old), "drained"], [str(new), "started"]]
+
+
+def test_the_role_restart_enables_a_disabled_label(launchd):
+    plist, log, old = running_job(launchd)
+    launchd("bootout", "system/" + LABEL)
+    launchd("disable", "system/" + LABEL)
+    wait_for(lambda: launchd.pid() == "unloaded", timeout=DRAIN + 5)
+
+    done = playbook(launchd, ROLE_RESTART, role_vars(plist))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert isinstance(launchd.pid(), int)
+    assert f'"{LABEL}" => enabled' in launchd("print-disabled", "system").stdout

@@ -80,6 +80,7 @@ def test_macos_scenario_boots_the_launchd_stand_in():
     assert p["published_ports"][0].startswith("127.0.0.1:")
     group = conf["provisioner"]["inventory"]["group_vars"]["all"]
     assert group["forkserver_service_manager"] == "launchd"
+    assert group["forkserver_test_launchd_standin"] is True
 
 
 def test_macos_host_scenario_only_runs_on_darwin():

@@ -12,6 +12,7 @@ import json
 import plistlib
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -345,3 +346,43 @@ def test_role_passes_ansible_lint_production_profile(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- Host checks of the preflight ---------------------------------------------
+# Run on this machine: on Linux against the launchd path of the tests' stand-in
+# (forkserver_test_launchd_standin), on a Mac (the macOS workflow) natively.
+
+PREFLIGHT = """\
+- name: Run the forkserver role's preflight
+  hosts: localhost
+  gather_facts: true
+  tasks:
+    - name: Include the preflight
+      ansible.builtin.include_role:
+        name: forkserver
+        tasks_from: preflight.yml
+
+    - name: Show the Python chosen
+      ansible.builtin.debug:
+        var: _forkserver_target
+"""
+DARWIN = sys.platform == "darwin"
+
+
+def preflight(tmp_path, extra):
+    variables = {"forkserver_service_manager": "launchd", "forkserver_test_launchd_standin": True,
+                 "forkserver_launchd_log_dir": str(tmp_path / "logs")}
+    variables.update(extra)
+    proc = run_playbook(tmp_path, PREFLIGHT, variables, json_output=True)
+    failed, stats = failures(proc.stdout)
+    assert stats["changed"] == 0
+    return proc, failed
+
+
+def test_launchd_on_linux_only_with_the_test_variable(tmp_path):
+    proc, failed = preflight(tmp_path, {"forkserver_test_launchd_standin": False})
+    if DARWIN:
+        assert failed == [], failed
+    else:
+        assert failed[-1][0] == "Check forkserver_service_manager launchd is on macOS", failed
+        assert failed[-1][1].startswith("forkserver_service_manager: launchd needs macOS")

@@ -147,10 +147,22 @@ def test_plist_defaults_is_a_valid_launch_daemon(defaults):
     assert plist["GroupName"] == "forkserver"
     assert plist["RunAtLoad"] is True
     assert plist["KeepAlive"]
-    assert plist["StandardOutPath"].startswith("/usr/local/var/log/forkserver/")
-    assert plist["StandardErrorPath"].startswith("/usr/local/var/log/forkserver/")
+    assert plist["StandardOutPath"] == "/Library/Logs/forkserver/forkserver.out.log"
+    assert plist["StandardErrorPath"] == "/Library/Logs/forkserver/forkserver.err.log"
     assert plist["EnvironmentVariables"] == parse_systemd_env_file(defaults.env_text)
     assert plist["SoftResourceLimits"]["NumberOfFiles"] >= 1024
+
+
+def test_newsyslog_rotates_both_launchd_logs_without_signal_or_compression(defaults):
+    plist = defaults.plist
+    entries = defaults.newsyslog_entries()
+    assert [e[0] for e in entries] == [plist["StandardOutPath"], plist["StandardErrorPath"]]
+    for name, owner, mode, count, size, when, flags in entries:
+        assert owner == "forkserver:forkserver"
+        assert mode == "640"
+        assert int(count) == 5 and int(size) == 10240
+        assert when == "*"  # by size only: a rotated file is written on until the next start
+        assert flags == "N"  # no process to signal, and no compression of a file still open
 
 
 # --- Edge values -----------------------------------------------------------
@@ -377,6 +389,17 @@ def preflight(tmp_path, extra):
     failed, stats = failures(proc.stdout)
     assert stats["changed"] == 0
     return proc, failed
+
+
+@pytest.mark.parametrize("extra, name", [
+    ({"forkserver_launchd_log_dir": "/no-such-parent/forkserver"}, "forkserver_launchd_log_dir"),
+])
+def test_wrong_host_setting_fails_in_preflight_naming_it(tmp_path, extra, name):
+    proc, failed = preflight(tmp_path, extra)
+    assert failed, proc.stdout
+    task, message = failed[-1]
+    assert task.startswith("Check "), task
+    assert message.startswith(name + ":") and "\n" not in message.strip(), message
 
 
 def test_launchd_on_linux_only_with_the_test_variable(tmp_path):

@@ -391,8 +391,18 @@ def preflight(tmp_path, extra):
     return proc, failed
 
 
+def shown_target(proc):
+    for play in json.loads(proc.stdout)["plays"]:
+        for task in play["tasks"]:
+            if task_name(task) == "Show the Python chosen":
+                return task["hosts"]["localhost"]["_forkserver_target"]
+    raise AssertionError(proc.stdout)
+
+
 @pytest.mark.parametrize("extra, name", [
     ({"forkserver_launchd_log_dir": "/no-such-parent/forkserver"}, "forkserver_launchd_log_dir"),
+    ({"forkserver_python": "/no/such/python3"}, "forkserver_python"),
+    ({"forkserver_python": "/bin/echo"}, "forkserver_python"),
 ])
 def test_wrong_host_setting_fails_in_preflight_naming_it(tmp_path, extra, name):
     proc, failed = preflight(tmp_path, extra)
@@ -409,3 +419,31 @@ def test_launchd_on_linux_only_with_the_test_variable(tmp_path):
     else:
         assert failed[-1][0] == "Check forkserver_service_manager launchd is on macOS", failed
         assert failed[-1][1].startswith("forkserver_service_manager: launchd needs macOS")
+
+
+def test_preflight_chooses_a_python_the_service_user_can_run(tmp_path):
+    proc, failed = preflight(tmp_path, {})
+    assert failed == [], failed
+    target = shown_target(proc)
+    assert target["version_ok"]
+    if DARWIN:
+        # Homebrew's or python.org's, never Apple's 3.9 nor one under a home directory
+        assert target["command"].startswith(("/opt/homebrew/bin/", "/usr/local/bin/",
+                                             "/Library/Frameworks/Python.framework/")), target
+        assert target["usable_by_all"], target
+        assert any(tag.startswith("macosx_") for tag in target["platforms"])
+    else:
+        assert target["command"] == "python3"
+
+
+def test_probe_says_a_python_in_a_private_directory_is_not_usable_by_all(tmp_path):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    subprocess.run([sys.executable, "-m", "venv", "--copies", "--without-pip", str(private / "venv")],
+                   check=True, timeout=120)
+    probe = ROLE / "files" / "probe_python.py"
+    done = subprocess.run([str(private / "venv" / "bin" / "python"), str(probe), "private-python"],
+                          capture_output=True, text=True, check=True, timeout=60)
+    seen = json.loads(done.stdout)
+    assert seen["command"] == "private-python"
+    assert seen["usable_by_all"] is False

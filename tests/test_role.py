@@ -59,6 +59,11 @@ HARDENING = {
 }
 
 
+# The role's default forkserver_max_children follows the facts of the host
+# it runs on, here the machine running the tests: 256 on macOS.
+MAX_CHILDREN = 256 if sys.platform == "darwin" else 1024
+
+
 def systemd_verify(unit_path):
     proc = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(unit_path)],
@@ -96,8 +101,8 @@ def test_unit_defaults_have_no_capabilities(defaults):
 
 def test_unit_stop_timeout_and_limits_follow_the_settings(defaults):
     assert int(defaults.directive("TimeoutStopSec")) > 30  # graceful timeout
-    assert int(defaults.directive("LimitNOFILE")) >= 1024 + 64
-    assert int(defaults.directive("TasksMax")) > 1024
+    assert int(defaults.directive("LimitNOFILE")) >= MAX_CHILDREN + 64
+    assert int(defaults.directive("TasksMax")) > MAX_CHILDREN
 
 
 def test_unit_keeps_fork_and_exec_allowed(defaults):
@@ -123,7 +128,7 @@ def test_env_file_defaults(defaults):
     assert env == {
         "FORKSERVER_BIND": "0.0.0.0:8888",
         "FORKSERVER_BACKLOG": "1024",
-        "FORKSERVER_MAX_CHILDREN": "1024",
+        "FORKSERVER_MAX_CHILDREN": str(MAX_CHILDREN),
         "FORKSERVER_CHILD_TIMEOUT": "30",
         "FORKSERVER_GRACEFUL_TIMEOUT": "30",
         "FORKSERVER_KEEPALIVE": "5",
@@ -151,6 +156,12 @@ def test_plist_defaults_is_a_valid_launch_daemon(defaults):
     assert plist["StandardErrorPath"] == "/Library/Logs/forkserver/forkserver.err.log"
     assert plist["EnvironmentVariables"] == parse_systemd_env_file(defaults.env_text)
     assert plist["SoftResourceLimits"]["NumberOfFiles"] >= 1024
+    # Interactive: launchd does not throttle the job's CPU and I/O
+    assert plist["ProcessType"] == "Interactive"
+    # the parent, max_children children and 64 more
+    for limits in (plist["SoftResourceLimits"], plist["HardResourceLimits"]):
+        assert limits["NumberOfProcesses"] == MAX_CHILDREN + 64
+    assert "AbandonProcessGroup" not in plist  # launchd ends what is left of the job with it
 
 
 def test_newsyslog_rotates_both_launchd_logs_without_signal_or_compression(defaults):
@@ -163,6 +174,12 @@ def test_newsyslog_rotates_both_launchd_logs_without_signal_or_compression(defau
         assert int(count) == 5 and int(size) == 10240
         assert when == "*"  # by size only: a rotated file is written on until the next start
         assert flags == "N"  # no process to signal, and no compression of a file still open
+
+
+def test_max_children_sets_the_plist_process_limit(tmp_path):
+    r = render(tmp_path, {"forkserver_max_children": 100, "forkserver_launchd_process_type": "Standard"})
+    assert r.plist["HardResourceLimits"]["NumberOfProcesses"] == 164
+    assert r.plist["ProcessType"] == "Standard"
 
 
 # --- Edge values -----------------------------------------------------------
@@ -419,6 +436,16 @@ def test_launchd_on_linux_only_with_the_test_variable(tmp_path):
     else:
         assert failed[-1][0] == "Check forkserver_service_manager launchd is on macOS", failed
         assert failed[-1][1].startswith("forkserver_service_manager: launchd needs macOS")
+
+
+def test_max_children_is_checked_against_the_process_limits_of_macos(tmp_path):
+    proc, failed = preflight(tmp_path, {"forkserver_max_children": 100000})
+    if DARWIN:
+        task, message = failed[-1]
+        assert task == "Check forkserver_max_children fits kern.maxprocperuid and kern.maxproc", task
+        assert message.startswith("forkserver_max_children: 100000") and "kern.maxprocperuid (" in message
+    else:
+        assert failed == [], failed  # Linux: systemd's TasksMax grows with it
 
 
 def test_preflight_chooses_a_python_the_service_user_can_run(tmp_path):

@@ -130,7 +130,7 @@ OPTIONS = (
            f"(env: comma-separated; default {DEFAULT_BIND})", "ADDRESS", repeatable=True),
     Option("backlog", ("--backlog",), positive_int,
            "listen backlog: connections the kernel holds while all children are busy "
-           "(default 1024; macOS caps it at kern.ipc.somaxconn, 128)", "N"),
+           "(default 1024; the kernel caps it at net.core.somaxconn, or kern.ipc.somaxconn on macOS)", "N"),
     Option("max_children", ("--max-children",), positive_int,
            "most connections served at once; beyond it new ones wait in the backlog (default 1024)", "N"),
     Option("child_timeout", ("--child-timeout",), seconds,

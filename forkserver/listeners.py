@@ -6,7 +6,6 @@ import errno
 import os
 import socket
 import stat
-import sys
 from typing import NamedTuple
 
 
@@ -80,11 +79,6 @@ class Listener:
                 pass
 
 
-def effective_backlog(backlog: int) -> int:
-    # macOS silently caps the backlog at kern.ipc.somaxconn (128 by default).
-    return min(backlog, 128) if sys.platform == "darwin" else backlog
-
-
 def open_listener(address: Address, backlog: int, spec: str = "") -> Listener:
     sock = socket.socket(address.family, socket.SOCK_STREAM)
     try:
@@ -97,7 +91,9 @@ def open_listener(address: Address, backlog: int, spec: str = "") -> Listener:
                 # [::] and 0.0.0.0 may then both be bound, as with nginx's ipv6only=on.
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((address.host, address.port))
-        sock.listen(effective_backlog(backlog))
+        # The kernel caps it at net.core.somaxconn (Linux) or kern.ipc.somaxconn
+        # (macOS, 128 by default) by itself, so a raised sysctl takes effect.
+        sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise BindError(f"cannot listen on {_describe(address)}: {_reason(exc, address)}") from None
@@ -136,7 +132,7 @@ def adopt_listener(fd: int, backlog: int, spec: str) -> Listener:
     sock = socket.socket(fileno=fd)
     sock.set_inheritable(False)
     sock.setblocking(False)
-    sock.listen(effective_backlog(backlog))
+    sock.listen(backlog)
     address = parse_address(spec.removeprefix(METRICS))
     if address.family != socket.AF_UNIX:
         host, port = sock.getsockname()[:2]

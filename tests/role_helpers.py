@@ -2,6 +2,7 @@
 
 import json
 import os
+import plistlib
 import re
 import shutil
 import subprocess
@@ -96,6 +97,7 @@ RENDER_PLAYBOOK = """\
         - {{src: forkserver.service.j2, dest: "{{{{ forkserver_service_name }}}}.service"}}
         - {{src: forkserver.env.j2, dest: forkserver.env}}
         - {{src: forkserver.plist.j2, dest: forkserver.plist}}
+        - {{src: forkserver.newsyslog.conf.j2, dest: forkserver.newsyslog.conf}}
 """
 
 
@@ -107,6 +109,17 @@ class Rendered:
         self.env_path = out / "forkserver.env"
         self.env_text = self.env_path.read_text()
         self.plist_path = out / "forkserver.plist"
+        self.newsyslog = (out / "forkserver.newsyslog.conf").read_text()
+
+    @property
+    def plist(self):
+        with open(self.plist_path, "rb") as f:
+            return plistlib.load(f)
+
+    def newsyslog_entries(self):
+        """The entries of the newsyslog.d file: one field list per line."""
+        return [line.split() for line in self.newsyslog.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
 
     def directives(self, key):
         """Values of every `key=` line of the unit, in order."""

@@ -186,3 +186,37 @@ def test_settings_file_mistakes_are_one_line(tmp_path, content, words):
     if content is not None:
         settings.write_text(content)
     one_line_error(run("--env-file", str(settings), "--check-config"), 2, *words)
+
+
+def _somaxconn() -> int:
+    if sys.platform == "darwin":
+        return int(subprocess.run(["sysctl", "-n", "kern.ipc.somaxconn"], capture_output=True,
+                                  text=True, check=True).stdout)
+    with open("/proc/sys/net/core/somaxconn") as f:
+        return int(f.read())
+
+
+def _listen_queue_limit(port: int) -> int:
+    """The accept queue limit the kernel gave a listening socket on 127.0.0.1:port."""
+    if sys.platform == "darwin":
+        # netstat -L: "qlen/incqlen/maxqlen  127.0.0.1.PORT"
+        out = subprocess.run(["netstat", "-Lan", "-p", "tcp"], capture_output=True, text=True,
+                             check=True).stdout
+        for fields in (line.split() for line in out.splitlines()):
+            if len(fields) == 2 and fields[1] == f"127.0.0.1.{port}":
+                return int(fields[0].split("/")[2])
+        raise AssertionError(out)
+    # ss: the Send-Q of a listening socket is its backlog
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout
+    return int(out.split()[2])
+
+
+@pytest.mark.parametrize("backlog", [100, 1000])
+def test_backlog_reaches_the_kernel_which_alone_caps_it(start_server, backlog):
+    # The kernel caps the backlog at net.core.somaxconn or kern.ipc.somaxconn;
+    # forkserver must not cap it too, so that an operator who raises the sysctl
+    # gets what they ask for. The macOS workflow raises kern.ipc.somaxconn to
+    # 1024 before the tests, where a cap of 128 in forkserver would show.
+    server = start_server("--backlog", str(backlog))
+    assert _listen_queue_limit(server.port) == min(backlog, _somaxconn())

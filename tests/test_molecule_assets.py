@@ -2,18 +2,13 @@
 
 The scenarios themselves (molecule/run-all) boot containers and take
 minutes; these tests only make sure their pieces are sound: the image build
-script, the scenario files, and the launchd stand-in of the macos scenario,
-which is exercised here as an ordinary process with a throw-away job.
+script and the scenario files. The launchd stand-in of the macos scenario
+has its own tests, in test_launchd_standin.py.
 """
 
-import json
 import os
-import plistlib
 import re
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,11 +17,6 @@ yaml = pytest.importorskip("yaml")  # comes with ansible-core (the deploy extra)
 
 ROOT = Path(__file__).resolve().parent.parent
 MOLECULE = ROOT / "molecule"
-LAUNCHD = MOLECULE / "macos" / "launchd" / "launchd"
-LAUNCHCTL = MOLECULE / "macos" / "launchd" / "launchctl"
-# The stand-in is Linux-only: it is PID 1 of a Linux container.
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="the launchd stand-in runs in Linux containers")
 REQUIRED_STEPS = ["dependency", "create", "prepare", "converge", "idempotence", "verify", "destroy"]
 
 
@@ -83,12 +73,14 @@ def test_default_scenario_targets_noble_and_bookworm_under_systemd():
 def test_macos_scenario_boots_the_launchd_stand_in():
     conf = scenario("macos")
     (p,) = conf["platforms"]
-    assert "launchd-standin/launchd" in p["command"]
+    assert p["command"].endswith("/launchd-standin")
+    assert any(v.endswith("/launchctl-standin:/bin/launchctl:ro") for v in p["volumes"])
     assert "--sysctl=net.core.somaxconn=128" in p["extra_opts"]
     assert not p.get("privileged")
     assert p["published_ports"][0].startswith("127.0.0.1:")
     group = conf["provisioner"]["inventory"]["group_vars"]["all"]
     assert group["forkserver_service_manager"] == "launchd"
+    assert group["forkserver_test_launchd_standin"] is True
 
 
 def test_macos_host_scenario_only_runs_on_darwin():
@@ -96,127 +88,3 @@ def test_macos_host_scenario_only_runs_on_darwin():
     assert conf["driver"]["options"]["managed"] is False
     (host_vars,) = conf["provisioner"]["inventory"]["host_vars"].values()
     assert host_vars["fs_only_on"] == "Darwin"
-
-
-def test_stand_ins_say_so_first():
-    for path in (LAUNCHD, LAUNCHCTL):
-        head = "".join(path.read_text().splitlines(keepends=True)[:3])
-        assert "STAND-IN" in head, path
-
-
-@pytest.fixture
-def launchd(tmp_path):
-    """The launchd stand-in as an ordinary process, with its own socket,
-    daemon directory and overrides file under tmp_path."""
-    daemons = tmp_path / "LaunchDaemons"
-    daemons.mkdir()
-    env = dict(os.environ,
-               LAUNCHD_STANDIN_SOCKET=str(tmp_path / "launchd.sock"),
-               LAUNCHD_STANDIN_OVERRIDES=str(tmp_path / "overrides.json"),
-               LAUNCHD_STANDIN_DAEMON_DIRS=str(daemons))
-    proc = subprocess.Popen([sys.executable, str(LAUNCHD), "--no-init"], env=env,
-                            stderr=open(tmp_path / "launchd.log", "w"))
-
-    def ctl(*args, check=True):
-        r = subprocess.run([sys.executable, str(LAUNCHCTL), *args], env=env,
-                           capture_output=True, text=True, timeout=60)
-        if check:
-            assert r.returncode == 0, (args, r.stdout, r.stderr)
-        return r
-
-    deadline = time.monotonic() + 10
-    while ctl("list", check=False).returncode != 0:
-        assert time.monotonic() < deadline, "the stand-in did not come up"
-        time.sleep(0.05)
-    ctl.daemons = daemons
-    ctl.proc = proc
-    yield ctl
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def job_pid(ctl, label):
-    for line in ctl("list").stdout.splitlines()[1:]:
-        pid, status, name = line.split("\t")
-        if name == label:
-            return None if pid == "-" else int(pid), int(status)
-    return "unloaded", None
-
-
-def wait_for(predicate, timeout=10):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
-@linux_only
-def test_stand_in_runs_a_job_as_its_plist_says(launchd, tmp_path):
-    out = tmp_path / "env.json"
-    plist = launchd.daemons / "org.example.job.plist"
-    plist.write_bytes(plistlib.dumps({
-        "Label": "org.example.job",
-        "ProgramArguments": [sys.executable, "-c",
-                             "import json, os, sys, time; "
-                             "json.dump({'env': dict(os.environ), 'argv': sys.argv, 'cwd': os.getcwd()}, "
-                             "open(sys.argv[1], 'w')); time.sleep(600)", str(out)],
-        "EnvironmentVariables": {"FORKSERVER_BIND": "0.0.0.0:8888"},
-        "WorkingDirectory": str(tmp_path),
-        "RunAtLoad": True,
-        "KeepAlive": {"SuccessfulExit": False},
-        "ThrottleInterval": 1,
-        "StandardErrorPath": str(tmp_path / "job.err"),
-    }))
-
-    launchd("load", "-w", str(plist))
-    wait_for(lambda: out.exists() and out.stat().st_size > 0)
-    seen = json.loads(out.read_text())
-    assert seen["env"]["FORKSERVER_BIND"] == "0.0.0.0:8888"
-    assert seen["cwd"] == str(tmp_path)
-    assert seen["argv"][-1] == str(out)
-
-    pid, status = job_pid(launchd, "org.example.job")
-    assert pid and status == 0
-    detail = launchd("list", "org.example.job").stdout
-    assert '"PID" = %d;' % pid in detail
-
-    # KeepAlive {SuccessfulExit: false}: a SIGKILL is no success, so it comes back
-    os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: job_pid(launchd, "org.example.job")[0] not in (None, pid))
-    assert job_pid(launchd, "org.example.job")[1] == -9
-
-    # a second load of a loaded job is refused on stderr, as launchctl does
-    assert "already loaded" in launchd("load", str(plist)).stderr
-
-    launchd("unload", str(plist))
-    assert job_pid(launchd, "org.example.job") == ("unloaded", None)
-    assert launchd("list", "org.example.job", check=False).returncode == 113
-
-
-@linux_only
-def test_stand_in_loads_daemons_at_boot_and_stops_them_on_sigterm(tmp_path):
-    daemons = tmp_path / "LaunchDaemons"
-    daemons.mkdir()
-    marker = tmp_path / "started"
-    (daemons / "org.example.boot.plist").write_bytes(plistlib.dumps({
-        "Label": "org.example.boot",
-        "ProgramArguments": ["/bin/sh", "-c", f"echo $$ > {marker}; exec sleep 600"],
-        "RunAtLoad": True,
-    }))
-    env = dict(os.environ,
-               LAUNCHD_STANDIN_SOCKET=str(tmp_path / "launchd.sock"),
-               LAUNCHD_STANDIN_OVERRIDES=str(tmp_path / "overrides.json"),
-               LAUNCHD_STANDIN_DAEMON_DIRS=str(daemons))
-    proc = subprocess.Popen([sys.executable, str(LAUNCHD), "--no-init"], env=env,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: marker.exists() and marker.read_text().strip())
-        pid = int(marker.read_text())
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-    finally:
-        if proc.poll() is None:
-            proc.kill()

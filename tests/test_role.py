@@ -12,6 +12,7 @@ import json
 import plistlib
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,11 @@ HARDENING = {
 }
 
 
+# The role's default forkserver_max_children follows the facts of the host
+# it runs on, here the machine running the tests: 256 on macOS.
+MAX_CHILDREN = 256 if sys.platform == "darwin" else 1024
+
+
 def systemd_verify(unit_path):
     proc = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", str(unit_path)],
@@ -95,8 +101,8 @@ def test_unit_defaults_have_no_capabilities(defaults):
 
 def test_unit_stop_timeout_and_limits_follow_the_settings(defaults):
     assert int(defaults.directive("TimeoutStopSec")) > 30  # graceful timeout
-    assert int(defaults.directive("LimitNOFILE")) >= 1024 + 64
-    assert int(defaults.directive("TasksMax")) > 1024
+    assert int(defaults.directive("LimitNOFILE")) >= MAX_CHILDREN + 64
+    assert int(defaults.directive("TasksMax")) > MAX_CHILDREN
 
 
 def test_unit_keeps_fork_and_exec_allowed(defaults):
@@ -122,7 +128,7 @@ def test_env_file_defaults(defaults):
     assert env == {
         "FORKSERVER_BIND": "0.0.0.0:8888",
         "FORKSERVER_BACKLOG": "1024",
-        "FORKSERVER_MAX_CHILDREN": "1024",
+        "FORKSERVER_MAX_CHILDREN": str(MAX_CHILDREN),
         "FORKSERVER_CHILD_TIMEOUT": "30",
         "FORKSERVER_GRACEFUL_TIMEOUT": "30",
         "FORKSERVER_KEEPALIVE": "5",
@@ -146,10 +152,34 @@ def test_plist_defaults_is_a_valid_launch_daemon(defaults):
     assert plist["GroupName"] == "forkserver"
     assert plist["RunAtLoad"] is True
     assert plist["KeepAlive"]
-    assert plist["StandardOutPath"].startswith("/usr/local/var/log/forkserver/")
-    assert plist["StandardErrorPath"].startswith("/usr/local/var/log/forkserver/")
+    assert plist["StandardOutPath"] == "/Library/Logs/forkserver/forkserver.out.log"
+    assert plist["StandardErrorPath"] == "/Library/Logs/forkserver/forkserver.err.log"
     assert plist["EnvironmentVariables"] == parse_systemd_env_file(defaults.env_text)
     assert plist["SoftResourceLimits"]["NumberOfFiles"] >= 1024
+    # Interactive: launchd does not throttle the job's CPU and I/O
+    assert plist["ProcessType"] == "Interactive"
+    # the parent, max_children children and 64 more
+    for limits in (plist["SoftResourceLimits"], plist["HardResourceLimits"]):
+        assert limits["NumberOfProcesses"] == MAX_CHILDREN + 64
+    assert "AbandonProcessGroup" not in plist  # launchd ends what is left of the job with it
+
+
+def test_newsyslog_rotates_both_launchd_logs_without_signal_or_compression(defaults):
+    plist = defaults.plist
+    entries = defaults.newsyslog_entries()
+    assert [e[0] for e in entries] == [plist["StandardOutPath"], plist["StandardErrorPath"]]
+    for name, owner, mode, count, size, when, flags in entries:
+        assert owner == "forkserver:forkserver"
+        assert mode == "640"
+        assert int(count) == 5 and int(size) == 10240
+        assert when == "*"  # by size only: a rotated file is written on until the next start
+        assert flags == "N"  # no process to signal, and no compression of a file still open
+
+
+def test_max_children_sets_the_plist_process_limit(tmp_path):
+    r = render(tmp_path, {"forkserver_max_children": 100, "forkserver_launchd_process_type": "Standard"})
+    assert r.plist["HardResourceLimits"]["NumberOfProcesses"] == 164
+    assert r.plist["ProcessType"] == "Standard"
 
 
 # --- Edge values -----------------------------------------------------------
@@ -345,3 +375,102 @@ def test_role_passes_ansible_lint_production_profile(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- Host checks of the preflight ---------------------------------------------
+# Run on this machine: on Linux against the launchd path of the tests' stand-in
+# (forkserver_test_launchd_standin), on a Mac (the macOS workflow) natively.
+
+PREFLIGHT = """\
+- name: Run the forkserver role's preflight
+  hosts: localhost
+  gather_facts: true
+  tasks:
+    - name: Include the preflight
+      ansible.builtin.include_role:
+        name: forkserver
+        tasks_from: preflight.yml
+
+    - name: Show the Python chosen
+      ansible.builtin.debug:
+        var: _forkserver_target
+"""
+DARWIN = sys.platform == "darwin"
+
+
+def preflight(tmp_path, extra):
+    variables = {"forkserver_service_manager": "launchd", "forkserver_test_launchd_standin": True,
+                 "forkserver_launchd_log_dir": str(tmp_path / "logs")}
+    variables.update(extra)
+    proc = run_playbook(tmp_path, PREFLIGHT, variables, json_output=True)
+    failed, stats = failures(proc.stdout)
+    assert stats["changed"] == 0
+    return proc, failed
+
+
+def shown_target(proc):
+    for play in json.loads(proc.stdout)["plays"]:
+        for task in play["tasks"]:
+            if task_name(task) == "Show the Python chosen":
+                return task["hosts"]["localhost"]["_forkserver_target"]
+    raise AssertionError(proc.stdout)
+
+
+@pytest.mark.parametrize("extra, name", [
+    ({"forkserver_launchd_log_dir": "/no-such-parent/forkserver"}, "forkserver_launchd_log_dir"),
+    ({"forkserver_python": "/no/such/python3"}, "forkserver_python"),
+    ({"forkserver_python": "/bin/echo"}, "forkserver_python"),
+])
+def test_wrong_host_setting_fails_in_preflight_naming_it(tmp_path, extra, name):
+    proc, failed = preflight(tmp_path, extra)
+    assert failed, proc.stdout
+    task, message = failed[-1]
+    assert task.startswith("Check "), task
+    assert message.startswith(name + ":") and "\n" not in message.strip(), message
+
+
+def test_launchd_on_linux_only_with_the_test_variable(tmp_path):
+    proc, failed = preflight(tmp_path, {"forkserver_test_launchd_standin": False})
+    if DARWIN:
+        assert failed == [], failed
+    else:
+        assert failed[-1][0] == "Check forkserver_service_manager launchd is on macOS", failed
+        assert failed[-1][1].startswith("forkserver_service_manager: launchd needs macOS")
+
+
+def test_max_children_is_checked_against_the_process_limits_of_macos(tmp_path):
+    proc, failed = preflight(tmp_path, {"forkserver_max_children": 100000})
+    if DARWIN:
+        task, message = failed[-1]
+        assert task == "Check forkserver_max_children fits kern.maxprocperuid and kern.maxproc", task
+        assert message.startswith("forkserver_max_children: 100000") and "kern.maxprocperuid (" in message
+    else:
+        assert failed == [], failed  # Linux: systemd's TasksMax grows with it
+
+
+def test_preflight_chooses_a_python_the_service_user_can_run(tmp_path):
+    proc, failed = preflight(tmp_path, {})
+    assert failed == [], failed
+    target = shown_target(proc)
+    assert target["version_ok"]
+    if DARWIN:
+        # Homebrew's or python.org's, never Apple's 3.9 nor one under a home directory
+        assert target["command"].startswith(("/opt/homebrew/bin/", "/usr/local/bin/",
+                                             "/Library/Frameworks/Python.framework/")), target
+        assert target["usable_by_all"], target
+        assert any(tag.startswith("macosx_") for tag in target["platforms"])
+    else:
+        assert target["command"] == "python3"
+
+
+def test_probe_says_a_python_in_a_private_directory_is_not_usable_by_all(tmp_path):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    subprocess.run([sys.executable, "-m", "venv", "--copies", "--without-pip", str(private / "venv")],
+                   check=True, timeout=120)
+    probe = ROLE / "files" / "probe_python.py"
+    done = subprocess.run([str(private / "venv" / "bin" / "python"), str(probe), "private-python"],
+                          capture_output=True, text=True, check=True, timeout=60)
+    seen = json.loads(done.stdout)
+    assert seen["command"] == "private-python"
+    assert seen["usable_by_all"] is False

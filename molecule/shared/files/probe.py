@@ -4,6 +4,7 @@ python (its venv has psutil). Prints one JSON object.
   probe.py proc PID                      owner, groups, argv, environment, children
   probe.py plist PATH                    a launchd property list as JSON
   probe.py kill-child PORT MAIN_PID      SIGKILL a child mid-request (see below)
+  probe.py hold PORT READY_FILE SECONDS  a request in flight across a restart (see below)
 """
 
 import grp
@@ -76,6 +77,31 @@ def kill_child(port, main_pid):
             "connection_closed": closed, "children_before": sorted(before)}
 
 
+def hold(port, ready_file, seconds):
+    """Start a request whose headers never finish, so that the server has a
+    connection in flight (a graceful stop waits for it, up to the header
+    timeout), touch READY_FILE once the server has accepted it, then wait
+    for whatever the server answers before it closes the connection."""
+    start = time.monotonic()
+    conn = socket.create_connection(("127.0.0.1", port), timeout=seconds)
+    conn.sendall(b"GET /hello HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    time.sleep(0.5)  # the parent accepts and forks the child
+    with open(ready_file, "w") as f:
+        f.write(str(os.getpid()))
+    data, error = b"", None
+    try:
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as e:  # a timeout or a reset
+        error = str(e)
+    conn.close()
+    return {"answer": data.split(b"\r\n", 1)[0].decode("latin-1"), "error": error,
+            "seconds": round(time.monotonic() - start, 2)}
+
+
 def main(argv):
     what = argv[1]
     if what == "proc":
@@ -84,6 +110,8 @@ def main(argv):
         result = plist(argv[2])
     elif what == "kill-child":
         result = kill_child(int(argv[2]), int(argv[3]))
+    elif what == "hold":
+        result = hold(int(argv[2]), argv[3], float(argv[4]))
     else:
         raise SystemExit("unknown probe %s" % what)
     print(json.dumps(result, default=str))

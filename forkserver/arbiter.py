@@ -19,6 +19,7 @@ reads, a tuple per child, no per-connection objects of its own.
 from __future__ import annotations
 
 import _signal
+import _socket
 import collections
 import errno
 import gc
@@ -52,8 +53,11 @@ SIGNALS = {
     signal.SIGCHLD: "reap every exited child (reaper.py)",
 }
 
-CHILD_DEFAULT_SIGNALS = (int(signal.SIGCHLD), int(signal.SIGTERM), int(signal.SIGQUIT), int(signal.SIGALRM))
-CHILD_IGNORED_SIGNALS = (int(signal.SIGINT), int(signal.SIGHUP), int(signal.SIGUSR1))
+# In a child the parent's handlers stay installed (resetting them would copy
+# pages in every child) and act for the child: these signals end it as their
+# default action would; the others it ignores (a Ctrl-C reaches the whole
+# process group, and the parent decides how its children stop).
+CHILD_ENDING_SIGNALS = (int(signal.SIGTERM), int(signal.SIGQUIT))
 
 ACCEPT_BATCH = 32         # accepts per wakeup, so queued signals are acted on promptly
 ACCEPT_BACKOFF = 0.5      # pause after running out of descriptors
@@ -62,6 +66,7 @@ FORK_QUIET = 1.0          # fork must work this long after a failure to end the 
 REAP_AFTER_KILL = 5.0     # bound on waiting for SIGKILLed children to be reaped
 STATUS_EVERY = 5.0        # seconds between STATUS= lines to the service manager
 TICK_MS = 100             # how often the loop looks at its deadlines while any is set
+IDLE_TICK_MS = 1000       # and while none is
 NEVER = float("inf")
 
 
@@ -139,6 +144,10 @@ class Arbiter:
         self._install_signals()
         upgrade.signals_ready()  # what arrived while the previous program handed over
         self._warm_up()
+        # What every child of a listener starts from (see Connection), built once here.
+        for listener in self.listeners:
+            listener.blank = Connection(_server_address(listener), self.app, self.connection_settings,
+                                        self.access_log, (self._retired, self.pid))
         gc.freeze()  # keep the app's objects out of the collector: fewer copy-on-write pages in children
         log.info("forkserver pid %d serving %s (max children %d)", self.pid,
                  ", ".join(("metrics at " if listener.metrics else "") + str(listener.address)
@@ -165,17 +174,21 @@ class Arbiter:
             server_end, client_end = socket.socketpair()
             with server_end, client_end:
                 client_end.sendall(b"GET /hello HTTP/1.1\r\nHost: warm-up\r\nConnection: close\r\n\r\n")
-                Connection(server_end, ("127.0.0.1", 0), ("127.0.0.1", 0), hello_app,
-                           self.connection_settings).serve()
+                Connection(("127.0.0.1", 0), hello_app, self.connection_settings).start(
+                    server_end, ("127.0.0.1", 0)).serve()
                 client_end.recv(65536)
 
     def _install_signals(self) -> None:
         self.reaper.install(then=self._after_reaping)
+        record = self._record_signal  # one handler object for them all
         for signum in SIGNALS:
             if signum != signal.SIGCHLD:
-                signal.signal(signum, self._record_signal)
+                signal.signal(signum, record)
 
     def _record_signal(self, signum, frame) -> None:
+        if os.getpid() != self.pid:
+            _signal_in_child(signum)
+            return
         self._signals.append(signum)
         if self._waiting:
             self._waiting = False
@@ -229,7 +242,10 @@ class Arbiter:
                 self._waiting = True
                 # Deadlines are met to within TICK: waking a few times a second
                 # while children run is cheaper than working out a timeout each time.
-                events = () if self._signals else poll(None if deadline == NEVER else TICK_MS)
+                # The wait is never endless: a signal landing between the check of
+                # _signals and the start of poll() does not interrupt it, and is
+                # then acted on at the next tick.
+                events = () if self._signals else poll(IDLE_TICK_MS if deadline == NEVER else TICK_MS)
                 self._waiting = False
             except _Wakeup:
                 events = ()
@@ -351,24 +367,25 @@ class Arbiter:
         """In the child: shed the parent's state, serve the one connection, and exit."""
         status = 0
         try:
-            self._reset_signals_for_child()
             # The hard deadline: SIGALRM's default action ends this child at the
             # child timeout plus the kill grace, even when the parent is gone.
             _signal.setitimer(_signal.ITIMER_REAL, self.child_timeout + KILL_AFTER)
             # Plain closes of the parent's descriptors: the objects' own close()
             # methods would touch (and so copy) more of the parent's memory.
             _close_inherited((*self._listener_by_fd, *((self._upgrade.output_fd,) if self._upgrade else ())))
-            family = listener.sock.family
-            conn = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+            # The C socket type: socket.socket's Python layer (enum conversions,
+            # makefile bookkeeping) would copy pages the child never needs.
+            family = listener.family
+            conn = _socket.socket(family, _socket.SOCK_STREAM, 0, fd)
             conn.setblocking(True)
-            if family != socket.AF_UNIX:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if family != _socket.AF_UNIX:
+                conn.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             if listener.metrics:  # a scrape: not one of the requests it counts
-                app, counter = MetricsApp(self._metrics_snapshot(), self.stats, self.pid), None
+                Connection(_server_address(listener), MetricsApp(self._metrics_snapshot(), self.stats, self.pid),
+                           self.connection_settings, self.access_log, (self._retired, self.pid)).start(
+                    conn, peer).serve()
             else:
-                app, counter = self.app, SlotCounter(self.stats.current, slot)
-            Connection(conn, peer, conn.getsockname(), app, self.connection_settings,
-                       self.access_log, (self._retired, self.pid), counter).serve()
+                listener.blank.start(conn, peer, SlotCounter(self.stats.current, slot)).serve()
         except BaseException:
             log.exception("child %d failed", os.getpid())
             status = 1
@@ -386,18 +403,6 @@ class Arbiter:
 
     def _counters(self) -> dict:
         return dict(self.children.counters(), fork_failures=self.fork_failures, accept_errors=self.accept_errors)
-
-    @staticmethod
-    def _reset_signals_for_child() -> None:
-        # _signal.signal is what signal.signal wraps; the wrapper turns the old
-        # handler into an enum, which in a fresh child copies ~20 pages per call.
-        # SIGCHLD back to default, so an app's own subprocesses are waited for by the app;
-        # SIGTERM and SIGQUIT too, so the parent's timeouts and stops take effect.
-        for signum in CHILD_DEFAULT_SIGNALS:
-            _signal.signal(signum, _signal.SIG_DFL)
-        # Ctrl-C reaches the whole process group: the parent decides how children stop.
-        for signum in CHILD_IGNORED_SIGNALS:
-            _signal.signal(signum, _signal.SIG_IGN)
 
     # --- acting on what the handlers recorded, and on deadlines ---
 
@@ -559,7 +564,7 @@ class Arbiter:
         try:
             self._waiting = True
             if not self._signals and not self.reaper.exits:
-                self._poll.poll(max(0, int(seconds * 1000) + 1))
+                self._poll.poll(max(0, min(int(seconds * 1000) + 1, TICK_MS)))
             self._waiting = False
         except _Wakeup:
             pass
@@ -578,6 +583,19 @@ class Arbiter:
         for listener in self.listeners:
             if listener.sock.fileno() >= 0:
                 listener.close()
+
+
+def _server_address(listener):
+    """SERVER_NAME and SERVER_PORT for a listener's connections: the address it is bound to."""
+    address = listener.address
+    return (address.host, address.port) if address.port or address.host else address.path
+
+
+def _signal_in_child(signum: int) -> None:
+    """A signal for the parent's handler, caught in a child (see CHILD_ENDING_SIGNALS)."""
+    if signum in CHILD_ENDING_SIGNALS:
+        _signal.signal(signum, _signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
 
 def _kill(pid: int, signum: int) -> None:

@@ -122,7 +122,13 @@ class RequestBody:
 
 
 class Connection:
-    """One client connection.
+    """One client connection, built in two steps so the parent can do the first.
+
+    The parent builds a Connection for each listener before it forks (the
+    parser, the environ every request on it shares, the settings), and never
+    touches it again: every child starts with a pristine copy, and calls
+    ``start`` with its socket and client. So what does not depend on the
+    client costs a child nothing but the pages it then writes.
 
     ``parent`` is (a byte shared with the parent, the parent's pid). The
     connection is kept alive only while the byte is 0 (the parent sets it
@@ -130,18 +136,29 @@ class Connection:
     process's parent: otherwise the current response is the last.
     """
 
-    def __init__(self, sock: socket.socket, peer, server_address, app, settings: ConnectionSettings,
-                 access_log=None, parent=None, counter=None):
-        self.sock = sock
+    def __init__(self, server_address, app, settings: ConnectionSettings, access_log=None, parent=None):
         self.parent = parent
-        self.counter = counter  # stats.SlotCounter: what this child served, for /metrics
         self.app = app
         self.settings = settings
         self.access_log = access_log
         self.parser = RequestParser(settings.limits)
+        self._buffer = bytearray(RECV_SIZE)
+        self._view = memoryview(self._buffer)
+        self._base = base_environ(_server_strings(server_address), ("", ""))
+        self.sock = None
+        self.counter = None  # stats.SlotCounter: what this child served, for /metrics
+        self.remote = ""
+        self.started = 0.0
+
+    def start(self, sock, peer, counter=None) -> "Connection":
+        """This connection's socket, client address and counter slot; returns itself."""
+        self.sock = sock
+        self.counter = counter
         self.started = time.monotonic()
-        self._base = base_environ(*_environ_addresses(server_address, peer))
-        self.remote = self._base["REMOTE_ADDR"]
+        if isinstance(peer, tuple) and peer:  # a unix socket's peer has no address
+            self.remote = self._base["REMOTE_ADDR"] = peer[0]
+            self._base["REMOTE_PORT"] = str(peer[1])
+        return self
 
     # --- the loop ---
 
@@ -250,11 +267,14 @@ class Connection:
             self.parser.feed(data)
 
     def _recv(self, deadline: float) -> bytes:
+        """Received bytes (b"" at end of stream), read into a buffer the parent allocated:
+        a fresh 64 KB one per read would take and give back heap pages every time."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
         self.sock.settimeout(remaining)
-        return self.sock.recv(RECV_SIZE)
+        count = self.sock.recv_into(self._buffer)
+        return self._view[:count].tobytes()
 
     def send(self, data: bytes) -> None:
         self.sock.settimeout(None)
@@ -264,11 +284,18 @@ class Connection:
             raise ClientDisconnected(str(exc)) from None
 
     def _sendfile(self, file, count: int) -> int:
+        """sendfile(2) from the file's start; the bytes sent (fewer if the file is shorter)."""
         self.sock.settimeout(None)
+        out_fd, in_fd, sent = self.sock.fileno(), file.fileno(), 0
         try:
-            return self.sock.sendfile(file, 0, count)
+            while sent < count:
+                done = os.sendfile(out_fd, in_fd, sent, count - sent)
+                if not done:
+                    break  # end of file
+                sent += done
         except OSError as exc:
             raise ClientDisconnected(str(exc)) from None
+        return sent
 
     def _told_to_close(self) -> bool:
         """Whether the parent has gone, stopped or handed over: then this is the last response."""
@@ -302,10 +329,7 @@ class Connection:
                                   environ.get("HTTP_REFERER"), environ.get("HTTP_USER_AGENT"))
 
 
-def _environ_addresses(server_address, peer) -> tuple[tuple[str, str], tuple[str, str]]:
+def _server_strings(server_address) -> tuple[str, str]:
     if isinstance(server_address, tuple):
-        server = (str(server_address[0]), str(server_address[1]))
-    else:  # a unix socket has no host or port
-        server = ("localhost", "")
-    remote = (str(peer[0]), str(peer[1])) if isinstance(peer, tuple) and peer else ("", "")
-    return server, remote
+        return str(server_address[0]), str(server_address[1])
+    return "localhost", ""  # a unix socket has no host or port

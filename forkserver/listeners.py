@@ -64,6 +64,7 @@ class Listener:
     def __init__(self, sock: socket.socket, address: Address, spec: str = ""):
         self.sock = sock
         self.address = address
+        self.family = int(address.family)  # a plain int: the child needs no enum to build its socket
         self.spec = spec
         self.metrics = spec.startswith(METRICS)
 

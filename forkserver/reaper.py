@@ -25,9 +25,15 @@ class Reaper:
         """Must run before the first fork, or an early exit could go unnoticed.
 
         `then()` runs after each reaping in the handler (the arbiter uses it to
-        end its wait early when it must act on an exit at once).
+        end its wait early when it must act on an exit at once). A forked child
+        keeps this handler (resetting handlers costs every child pages), and in
+        a child it does nothing: the child's own children are the app's to wait for.
         """
-        def on_sigchld(signum, frame, reap=self.reap):
+        owner = os.getpid()
+
+        def on_sigchld(signum, frame, reap=self.reap, getpid=os.getpid):
+            if getpid() != owner:
+                return
             reap()
             if then is not None:
                 then()

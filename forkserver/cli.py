@@ -19,7 +19,7 @@ from .connection import ConnectionSettings
 from .httpparser import Limits
 from .listeners import METRICS, BindError, open_listeners, parse_address
 from .loader import BUILTIN, AppLoadError, load_app
-from .upgrade import execute, take_handover
+from .upgrade import bind_symbols_now, execute, take_handover
 
 
 
@@ -29,6 +29,8 @@ class StartupError(Exception):
 
 
 def main(argv=None) -> int:
+    if argv is None:
+        bind_symbols_now()
     handover = take_handover()  # set when this program was started by a hot upgrade
     environ_before = dict(os.environ)  # the previous code's settings, should it have to run again
     try:

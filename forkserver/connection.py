@@ -142,8 +142,6 @@ class Connection:
         self.settings = settings
         self.access_log = access_log
         self.parser = RequestParser(settings.limits)
-        self._buffer = bytearray(RECV_SIZE)
-        self._view = memoryview(self._buffer)
         self._base = base_environ(_server_strings(server_address), ("", ""))
         self.sock = None
         self.counter = None  # stats.SlotCounter: what this child served, for /metrics
@@ -267,14 +265,11 @@ class Connection:
             self.parser.feed(data)
 
     def _recv(self, deadline: float) -> bytes:
-        """Received bytes (b"" at end of stream), read into a buffer the parent allocated:
-        a fresh 64 KB one per read would take and give back heap pages every time."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
         self.sock.settimeout(remaining)
-        count = self.sock.recv_into(self._buffer)
-        return self._view[:count].tobytes()
+        return self.sock.recv(RECV_SIZE)
 
     def send(self, data: bytes) -> None:
         self.sock.settimeout(None)

@@ -220,3 +220,14 @@ def test_backlog_reaches_the_kernel_which_alone_caps_it(start_server, backlog):
     # 1024 before the tests, where a cap of 128 in forkserver would show.
     server = start_server("--backlog", str(backlog))
     assert _listen_queue_limit(server.port) == min(backlog, _somaxconn())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="eager binding is done on Linux only")
+def test_symbols_are_bound_at_start_without_the_app_seeing_it(start_server):
+    server = start_server("apps:env_var")
+    # the parent runs with every symbol bound (LD_BIND_NOW was in its exec environment)...
+    with open(f"/proc/{server.pid}/environ", "rb") as handle:
+        assert b"LD_BIND_NOW=1" in handle.read().split(b"\0")
+    # ...and neither variable reaches the app or what it starts
+    for name in ("LD_BIND_NOW", "FORKSERVER_BOUND_NOW"):
+        assert requests.get(f"{server.url}/?{name}", timeout=5).text == "(unset)"

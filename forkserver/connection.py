@@ -35,6 +35,8 @@ class ConnectionSettings(NamedTuple):
 class RequestBody:
     """wsgi.input: the body streamed from the socket as the app reads it."""
 
+    __slots__ = ("_connection", "_buffer", "_continue_pending", "done")
+
     def __init__(self, connection: "Connection", head: RequestHead):
         self._connection = connection
         self._buffer = bytearray()
@@ -135,6 +137,9 @@ class Connection:
     when it stops or hands over to new code) and the parent is still this
     process's parent: otherwise the current response is the last.
     """
+
+    __slots__ = ("parent", "app", "settings", "access_log", "parser", "_base", "sock", "counter", "remote",
+                 "started")
 
     def __init__(self, server_address, app, settings: ConnectionSettings, access_log=None, parent=None):
         self.parent = parent

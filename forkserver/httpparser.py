@@ -74,6 +74,8 @@ class _End:
 
 
 END = _End()  # marks the end of one request's body
+_new_tuple = tuple.__new__
+_VERSIONS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _METHOD = re.compile(_TOKEN)
@@ -110,6 +112,9 @@ class RequestParser:
     the connection alive, an upgrade request or CONNECT, or an error, the rest
     of the stream is not parsed (``unread`` tells whether there was any).
     """
+
+    __slots__ = ("limits", "_llhttp", "_events", "_error", "_valid_host", "_pending", "_stage", "_body_left",
+                 "_method", "_url", "_headers", "_in_trailers", "_body_seen", "_keep_alive", "upgraded", "unread")
 
     def __init__(self, limits: Limits = Limits()):
         self.limits = limits
@@ -361,8 +366,9 @@ class RequestParser:
             raise HTTPError(400, "HTTP/1.1 request without a Host header")
         if self._url[:1] != b"/" or self._method == "CONNECT":
             self._check_target()
-        return RequestHead(self._method, self._url, "HTTP/" + version, self._headers,
-                           self._llhttp.should_keep_alive(), content_length, chunked, expect_continue)
+        # tuple.__new__ directly: RequestHead's generated __new__ would be one more Python call
+        return _new_tuple(RequestHead, (self._method, self._url, _VERSIONS[version], self._headers,
+                                        self._llhttp.should_keep_alive(), content_length, chunked, expect_continue))
 
     def _check_target(self) -> None:
         """The four forms of request target (RFC 9112 section 3.2), each where it belongs."""

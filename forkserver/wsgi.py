@@ -112,6 +112,9 @@ class Response:
     closing the connection as a last resort (HTTP/1.0).
     """
 
+    __slots__ = ("head", "_send", "_sendfile", "keep_alive", "status", "status_code", "headers",
+                 "headers_sent", "body_bytes", "_length", "_chunked", "_no_body")
+
     def __init__(self, head, send, sendfile=None, keep_alive: bool = True):
         self.head = head
         self._send = send

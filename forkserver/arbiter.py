@@ -218,13 +218,12 @@ class Arbiter:
     # --- the loop ---
 
     def _serve(self) -> None:
-        """The loop. Its per-connection path is written out here, with its names bound to
-        locals: every call, attribute lookup and allocation it saves is a page not copied."""
+        """The loop, with the names its per-connection path uses bound to locals."""
         poll = self._poll.poll
-        monotonic, fork, close = time.monotonic, os.fork, os.close
+        monotonic = time.monotonic
         listener_by_fd = self._listener_by_fd
         table = self.children
-        running, free, new_slot = table.running, self._free_slots, self.stats.new_slot
+        running = table.running
         exits, exited = self.reaper.exits, table.exited
         max_children = self.max_children
         while not self._stopping:
@@ -267,26 +266,7 @@ class Arbiter:
                 except OSError as exc:
                     self._accept_failed(exc)
                     continue
-                if listener.metrics:
-                    while exits:  # a scrape sees every exit reaped so far booked
-                        exited(*exits.popleft())
-                slot = free.pop() if free else new_slot()
-                try:
-                    pid = fork()
-                except OSError as exc:
-                    free.append(slot)
-                    self._fork_failed(exc, conn_fd, peer, listener)
-                    continue
-                if pid == 0:
-                    self._become_child(conn_fd, peer, listener, slot)
-                if not running:
-                    self._deadline_stale = True  # the first child brings a timeout
-                running[pid] = (now, slot)
-                close(conn_fd)
-                if listener.metrics:
-                    table.metrics_forks += 1
-                if self._accept_failing or self._fork_failures:
-                    self._accept_recovered()
+                self._fork(conn_fd, peer, listener)
             if now >= deadline:
                 self._on_deadline()
 
@@ -302,7 +282,10 @@ class Arbiter:
         self._listening = wanted
 
     def _fork(self, fd: int, peer, listener) -> None:
-        """Fork a child for a connection accepted earlier (held while fork failed)."""
+        """Fork a child for an accepted connection (kept and retried if fork fails)."""
+        if listener.metrics:  # a scrape sees every exit reaped so far booked
+            while self.reaper.exits:
+                self.children.exited(*self.reaper.exits.popleft())
         free = self._free_slots
         slot = free.pop() if free else self.stats.new_slot()
         try:
@@ -313,12 +296,15 @@ class Arbiter:
             return
         if pid == 0:
             self._become_child(fd, peer, listener, slot)
-        self._deadline_stale = True
-        self.children.running[pid] = (self._now, slot)
+        running = self.children.running
+        if not running:
+            self._deadline_stale = True  # the first child brings a timeout
+        running[pid] = (self._now, slot)
         os.close(fd)
         if listener.metrics:
             self.children.metrics_forks += 1
-        self._accept_recovered()
+        if self._accept_failing or self._fork_failures:
+            self._accept_recovered()
 
     def _other_exited(self, pid: int, status: int) -> None:
         """A child that is not a connection's: the upgrade check."""

@@ -34,7 +34,7 @@ def scenario(name):
     return yaml.safe_load((MOLECULE / name / "molecule.yml").read_text())
 
 
-@pytest.mark.parametrize("script", ["images/build", "run-all"])
+@pytest.mark.parametrize("script", ["images/build", "run-all", "fleet/host-setup"])
 def test_shell_scripts_parse_and_are_executable(script):
     path = MOLECULE / script
     assert os.access(path, os.X_OK), f"{script} is not executable"
@@ -85,7 +85,7 @@ def test_build_keys_are_per_image(tmp_path):
     assert mirrored["bookworm"] == keys["bookworm"] and mirrored["macos"] == keys["macos"]
 
 
-@pytest.mark.parametrize("name", ["default", "macos", "macos-host"])
+@pytest.mark.parametrize("name", ["default", "macos", "macos-host", "fleet"])
 def test_scenarios_run_the_whole_sequence(name):
     sequence = scenario(name)["scenario"]["test_sequence"]
     steps = iter(sequence)
@@ -106,6 +106,35 @@ def test_default_scenario_targets_noble_and_bookworm_under_systemd():
         ports.add(published.split(":")[1])
     assert len(ports) == 2
     assert conf["provisioner"]["inventory"]["group_vars"]["all"]["fs_manager"] == "systemd"
+
+
+def test_fleet_scenario_three_distributions_behind_one_balancer():
+    conf = scenario("fleet")
+    platforms = {p["name"]: p for p in conf["platforms"]}
+    assert set(platforms) == {"fleet-lb", "fleet-noble", "fleet-jammy", "fleet-bookworm"}
+    others = {p["name"] for name in ("default", "macos") for p in scenario(name)["platforms"]}
+    assert not others & set(platforms), "container names shared with another scenario"
+    other_ports = {p["published_ports"][0].split(":")[1] for name in ("default", "macos")
+                   for p in scenario(name)["platforms"]}
+    ports, addresses = set(), set()
+    for p in platforms.values():
+        assert p["systemd"] == "always" and p["command"] == "/sbin/init"
+        assert "--runtime=runc" in p["extra_opts"] and "--network=fleet-net" in p["extra_opts"]
+        assert not p.get("privileged")
+        (published,) = p["published_ports"]
+        assert published.startswith("127.0.0.1:")
+        ports.add(published.split(":")[1])
+        addresses.add(next(o for o in p["extra_opts"] if o.startswith("--ip=")))
+    assert len(ports) == 4 and not ports & other_ports
+    assert len(addresses) == 4
+    assert platforms["fleet-lb"]["groups"] == ["forkserver_lbs"]
+    assert {p["groups"][0] for n, p in platforms.items() if n != "fleet-lb"} == {"forkservers"}
+    # three distributions among the forkserver hosts
+    images = {p["image"] for n, p in platforms.items() if n != "fleet-lb"}
+    assert len(images) == 3
+    inventory = conf["provisioner"]["inventory"]
+    lb_ip = next(o for o in platforms["fleet-lb"]["extra_opts"] if o.startswith("--ip=")).split("=")[1]
+    assert inventory["group_vars"]["forkservers"]["forkserver_proxy_protocol_from"] == [lb_ip]
 
 
 def test_macos_scenario_boots_the_launchd_stand_in():
@@ -248,3 +277,51 @@ def test_stand_in_loads_daemons_at_boot_and_stops_them_on_sigterm(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# --- the fleet scenario's load client, against a real forkserver ---------------
+
+LOAD_CLIENT = MOLECULE / "fleet" / "files" / "load_client.py"
+
+
+def run_load(url, tmp_path, during=None, seconds=1.5):
+    stop, out = tmp_path / "stop", tmp_path / "out.json"
+    proc = subprocess.Popen([sys.executable, str(LOAD_CLIENT), url, "--stop-file", str(stop),
+                             "--out", str(out), "--timeout", "2"], stdout=subprocess.DEVNULL)
+    time.sleep(seconds)
+    if during:
+        during()
+        time.sleep(seconds)
+    stop.touch()
+    assert proc.wait(timeout=30) == 0
+    return json.loads(out.read_text())
+
+
+def test_load_client_counts_good_replies_and_the_version(start_server, tmp_path):
+    import forkserver
+    server = start_server()
+    result = run_load(server.url + "/hello", tmp_path)
+    assert result["requests"] > 10 and result["failed"] == 0
+    assert result["last_50_versions"] == [f"forkserver/{forkserver.__version__}"]
+    assert result["longest_gap_ms"] > 0
+
+
+def test_load_client_reports_every_failure_with_its_reason(start_server, tmp_path):
+    server = start_server()
+    result = run_load(server.url + "/hello", tmp_path, during=server.kill)
+    assert result["ok"] > 0 and result["failed"] > 0
+    assert result["requests"] == result["ok"] + result["failed"]
+    assert "ConnectionRefusedError" in result["failure_reasons"], result["failure_reasons"]
+
+
+def test_load_client_refuses_a_wrong_body(start_server, tmp_path):
+    server = start_server()
+    stop, out = tmp_path / "stop", tmp_path / "out.json"
+    proc = subprocess.Popen([sys.executable, str(LOAD_CLIENT), server.url + "/hello", "--stop-file", str(stop),
+                             "--out", str(out), "--expect-body", "Goodbye"], stdout=subprocess.DEVNULL)
+    time.sleep(1)
+    stop.touch()
+    assert proc.wait(timeout=30) == 0
+    result = json.loads(out.read_text())
+    assert result["ok"] == 0 and result["failed"] > 0
+    assert any(reason.startswith("status 200 body") for reason in result["failure_reasons"])

@@ -98,6 +98,7 @@ def _run(settings: Settings, handover=None) -> int:
                               max_header_fields=settings.limit_request_fields,
                               max_field_size=settings.limit_request_field_size,
                               max_body=settings.max_body),
+                proxy_protocol_from=settings.proxy_protocol_from,
             ),
             access_log=access_log,
             handover=handover,

@@ -8,6 +8,7 @@ say anything the command line can. The command line wins over the environment.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 import sys
@@ -47,6 +48,7 @@ class Settings(NamedTuple):
     state_file: str | None = None
     env_file: str | None = None
     chdir: str | None = None
+    proxy_protocol_from: tuple = ()
     check_config: bool = False
     env_keys: frozenset = frozenset()  # variables the settings file set (not an option)
 
@@ -111,6 +113,19 @@ def optional_path(text: str) -> str | None:
     return text or None
 
 
+def networks(text: str) -> tuple:
+    """Comma-separated IP addresses or networks (10.0.0.5, 192.168.1.0/24, ::1)."""
+    found = []
+    for item in text.split(","):
+        try:
+            found.append(ipaddress.ip_network(item.strip()))
+        except ValueError as exc:
+            hint = " (host bits set: name the network, as in 10.0.0.0/24)" if "host bits" in str(exc) else ""
+            raise ValueError(f"must be IP addresses or networks separated by commas, "
+                             f"not {item.strip()!r}{hint}") from None
+    return tuple(found)
+
+
 class Option(NamedTuple):
     dest: str
     flags: tuple[str, ...]
@@ -169,6 +184,10 @@ OPTIONS = (
            "and again at every hot upgrade", "PATH"),
     Option("chdir", ("--chdir",), optional_path,
            "change to DIR and import the app from there", "DIR"),
+    Option("proxy_protocol_from", ("--proxy-protocol-from",), networks,
+           "balancers whose connections begin with a PROXY protocol header (v1 or v2) naming "
+           "the client: comma-separated IP addresses or networks; from any other peer such a "
+           "header is refused (default: none)", "ADDRESSES"),
 )
 
 

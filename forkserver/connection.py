@@ -15,6 +15,7 @@ import time
 from typing import NamedTuple
 
 from .log import log
+from . import proxyprotocol
 from .httpparser import END, HTTPError, Limits, RequestHead, RequestParser
 from .response import CONTINUE, error_response
 from .wsgi import ClientDisconnected, Response, base_environ, request_environ
@@ -30,6 +31,9 @@ class ConnectionSettings(NamedTuple):
     keepalive: float = 5.0
     child_timeout: float = 30.0
     limits: Limits = Limits()
+    # Networks of the balancers whose connections must begin with a PROXY
+    # protocol header; empty: no peer may send one.
+    proxy_protocol_from: tuple = ()
 
 
 class RequestBody:
@@ -168,6 +172,8 @@ class Connection:
     def serve(self) -> None:
         lingering = False
         try:
+            if self.settings.proxy_protocol_from and not self._take_proxy_header():
+                return
             first = True
             while True:
                 head = self._read_head(first)
@@ -190,8 +196,10 @@ class Connection:
 
     def _read_head(self, first: bool) -> RequestHead | None:
         """The next request head; None when the client is gone or was idle too long."""
-        now = time.monotonic()
-        deadline = now + (self.settings.header_timeout if first else self.settings.keepalive)
+        if first:  # due header_timeout after the connection began, a PROXY header included
+            deadline = self.started + self.settings.header_timeout
+        else:
+            deadline = time.monotonic() + self.settings.keepalive
         head_deadline = deadline if first else None
         while True:
             event = self.parser.next_event()
@@ -208,6 +216,37 @@ class Connection:
             if not data:
                 return None
             self.parser.feed(data)
+
+    def _take_proxy_header(self) -> bool:
+        """From a configured balancer: read its PROXY header, and take the client's
+        address from it. False (the connection is to be closed) when the header is
+        bad, missing or late. Any other peer sends plain HTTP, where such a header
+        is a malformed request (400).
+        """
+        if not proxyprotocol.trusted(self.remote, self.settings.proxy_protocol_from):
+            return True
+        deadline = self.started + self.settings.header_timeout
+        data = b""
+        try:
+            while (header := proxyprotocol.parse(data)) is None:
+                chunk = self._recv(deadline)
+                if not chunk:
+                    log.info("PROXY header from %s: connection closed before it", self.remote)
+                    return False
+                data += chunk
+        except proxyprotocol.ProxyProtocolError as exc:
+            log.info("PROXY header from %s refused: %s", self.remote, exc)
+            return False
+        except TimeoutError:
+            log.info("PROXY header from %s not received within %gs", self.remote, self.settings.header_timeout)
+            return False
+        if header.source is not None:
+            self.remote = header.source[0]
+            self._base["REMOTE_ADDR"] = header.source[0]
+            self._base["REMOTE_PORT"] = str(header.source[1])
+        if len(data) > header.length:
+            self.parser.feed(data[header.length:])
+        return True
 
     def _handle(self, head: RequestHead) -> RequestBody | None:
         """Serve one request; None when the connection may carry another, else its body."""

@@ -41,6 +41,8 @@ def one_line_error(done, status: int, *words: str) -> str:
     (["--max-body", "lots"], ["--max-body", "size"]),
     (["--log-level", "loud"], ["--log-level", "debug, info"]),
     (["--access-log-format", "json"], ["--access-log-format"]),
+    (["--proxy-protocol-from", "localhost"], ["--proxy-protocol-from", "IP addresses", "'localhost'"]),
+    (["--proxy-protocol-from", "10.0.0.5/24"], ["--proxy-protocol-from", "host bits"]),
     (["a", "b"], ["unrecognized arguments"]),
 ])
 def test_usage_mistakes_exit_2_with_one_line(args, words):
@@ -52,6 +54,7 @@ def test_usage_mistakes_exit_2_with_one_line(args, words):
     ("FORKSERVER_BIND", "127.0.0.1:1,bogus"),
     ("FORKSERVER_KEEPALIVE", "forever"),
     ("FORKSERVER_LOG_LEVEL", "chatty"),
+    ("FORKSERVER_PROXY_PROTOCOL_FROM", "10.0.0.1,balancer"),
 ])
 def test_bad_environment_variable_is_named(variable, value):
     one_line_error(run("--check-config", env={variable: value}), 2, variable)

@@ -24,7 +24,7 @@ def scenario(name):
     return yaml.safe_load((MOLECULE / name / "molecule.yml").read_text())
 
 
-@pytest.mark.parametrize("script", ["images/build", "run-all"])
+@pytest.mark.parametrize("script", ["images/build", "run-all", "fleet/host-setup"])
 def test_shell_scripts_parse_and_are_executable(script):
     path = MOLECULE / script
     assert os.access(path, os.X_OK), f"{script} is not executable"
@@ -44,10 +44,38 @@ def test_build_script_pins_ubuntu_keyring_and_checks_signatures():
 def test_build_script_help():
     out = subprocess.run([str(MOLECULE / "images" / "build"), "--help"],
                          check=True, capture_output=True, text=True).stdout
-    assert "noble" in out and "bookworm" in out and "macos" in out
+    assert all(name in out for name in ("noble", "jammy", "bookworm", "macos"))
 
 
-@pytest.mark.parametrize("name", ["default", "macos", "macos-host"])
+def build_keys(script):
+    out = subprocess.run(["bash", str(script), "--keys"], check=True, capture_output=True, text=True).stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+def test_build_keys_are_per_image(tmp_path):
+    """Changing one image's recipe changes that image's key only, so the
+    other images (shared by every checkout on the machine) stay cached."""
+    script = MOLECULE / "images" / "build"
+    keys = build_keys(script)
+    assert set(keys) == {"noble", "jammy", "bookworm", "macos"}
+    assert len(set(keys.values())) == 4
+    changed = tmp_path / "build"
+    text = script.read_text()
+    assert text.count("bootstrap_ubuntu jammy ") == 1
+    changed.write_text(text.replace("bootstrap_ubuntu jammy ", "FORKSERVER_X=1 bootstrap_ubuntu jammy "))
+    changed_keys = build_keys(changed)
+    assert changed_keys["jammy"] != keys["jammy"]
+    assert {k: v for k, v in changed_keys.items() if k != "jammy"} == {k: v for k, v in keys.items() if k != "jammy"}
+    # A mirror is part of the recipes that use it, and of no other.
+    env = dict(os.environ, FORKSERVER_UBUNTU_MIRROR="http://mirror.example/ubuntu")
+    out = subprocess.run(["bash", str(script), "--keys"], check=True, capture_output=True, text=True,
+                         env=env).stdout
+    mirrored = dict(line.split() for line in out.splitlines())
+    assert mirrored["noble"] != keys["noble"] and mirrored["jammy"] != keys["jammy"]
+    assert mirrored["bookworm"] == keys["bookworm"] and mirrored["macos"] == keys["macos"]
+
+
+@pytest.mark.parametrize("name", ["default", "macos", "macos-host", "fleet"])
 def test_scenarios_run_the_whole_sequence(name):
     sequence = scenario(name)["scenario"]["test_sequence"]
     steps = iter(sequence)
@@ -68,6 +96,35 @@ def test_default_scenario_targets_noble_and_bookworm_under_systemd():
         ports.add(published.split(":")[1])
     assert len(ports) == 2
     assert conf["provisioner"]["inventory"]["group_vars"]["all"]["fs_manager"] == "systemd"
+
+
+def test_fleet_scenario_three_distributions_behind_one_balancer():
+    conf = scenario("fleet")
+    platforms = {p["name"]: p for p in conf["platforms"]}
+    assert set(platforms) == {"fleet-lb", "fleet-noble", "fleet-jammy", "fleet-bookworm"}
+    others = {p["name"] for name in ("default", "macos") for p in scenario(name)["platforms"]}
+    assert not others & set(platforms), "container names shared with another scenario"
+    other_ports = {p["published_ports"][0].split(":")[1] for name in ("default", "macos")
+                   for p in scenario(name)["platforms"]}
+    ports, addresses = set(), set()
+    for p in platforms.values():
+        assert p["systemd"] == "always" and p["command"] == "/sbin/init"
+        assert "--runtime=runc" in p["extra_opts"] and "--network=fleet-net" in p["extra_opts"]
+        assert not p.get("privileged")
+        (published,) = p["published_ports"]
+        assert published.startswith("127.0.0.1:")
+        ports.add(published.split(":")[1])
+        addresses.add(next(o for o in p["extra_opts"] if o.startswith("--ip=")))
+    assert len(ports) == 4 and not ports & other_ports
+    assert len(addresses) == 4
+    assert platforms["fleet-lb"]["groups"] == ["forkserver_lbs"]
+    assert {p["groups"][0] for n, p in platforms.items() if n != "fleet-lb"} == {"forkservers"}
+    # three distributions among the forkserver hosts
+    images = {p["image"] for n, p in platforms.items() if n != "fleet-lb"}
+    assert len(images) == 3
+    inventory = conf["provisioner"]["inventory"]
+    lb_ip = next(o for o in platforms["fleet-lb"]["extra_opts"] if o.startswith("--ip=")).split("=")[1]
+    assert inventory["group_vars"]["forkservers"]["forkserver_proxy_protocol_from"] == [lb_ip]
 
 
 def test_macos_scenario_boots_the_launchd_stand_in():

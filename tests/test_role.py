@@ -288,6 +288,20 @@ def test_bad_setting_is_refused_by_check_config(tmp_path):
     assert proc.returncode == 1, proc.stderr
 
 
+@pytest.mark.skipif(not FORKSERVER_BIN.exists(), reason="forkserver is not installed next to ansible")
+def test_proxy_protocol_balancers_reach_the_server(tmp_path):
+    r = render(tmp_path, {"forkserver_proxy_protocol_from": ["10.89.0.10", "fd00:89::/64"]})
+    assert parse_systemd_env_file(r.env_text)["FORKSERVER_PROXY_PROTOCOL_FROM"] == "10.89.0.10,fd00:89::/64"
+    proc = check_config(r.env_path)
+    assert proc.returncode == 0, proc.stderr
+    # The preflight pattern lets host bits through; the server names them.
+    wrong_dir = tmp_path / "wrong"
+    wrong_dir.mkdir()
+    wrong = render(wrong_dir, {"forkserver_proxy_protocol_from": ["10.89.0.10/24"]})
+    proc = check_config(wrong.env_path)
+    assert proc.returncode == 2 and "FORKSERVER_PROXY_PROTOCOL_FROM" in proc.stderr, proc.stderr
+
+
 # --- Wrong variables are refused before any change ---------------------------
 
 INCLUDE_ROLE = """\
@@ -313,6 +327,8 @@ INCLUDE_ROLE = """\
         ({"forkserver_bind": ["unix:relative.sock"]}, "forkserver_bind"),
         ({"forkserver_max_children": 0}, "forkserver_max_children"),
         ({"forkserver_app": "not an app"}, "forkserver_app"),
+        ({"forkserver_proxy_protocol_from": ["lb1.example.com"]}, "forkserver_proxy_protocol_from"),
+        ({"forkserver_proxy_protocol_from": {"lb": "10.0.0.5"}}, "forkserver_proxy_protocol_from"),
     ],
 )
 def test_wrong_variable_fails_naming_it(tmp_path, extra, name):
@@ -367,7 +383,7 @@ def test_site_playbook_syntax(tmp_path):
 def test_role_passes_ansible_lint_production_profile(tmp_path):
     proc = subprocess.run(
         [ansible_tool("ansible-lint"), "--nocolor", "--profile", "production",
-         "site.yml", str(ROLE.relative_to(REPO))],
+         "site.yml", str(ROLE.relative_to(REPO)), "roles/forkserver_lb"],
         cwd=REPO,
         env=ansible_env(tmp_path),
         capture_output=True,

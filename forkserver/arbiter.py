@@ -31,16 +31,16 @@ import socket
 import sys
 import time
 
-from . import __version__, notify, upgrade
+from . import notify, upgrade
 from .app import hello_app
 from .children import KILL_AFTER, Children
 from .connection import Connection, ConnectionSettings
 from .log import log
 from .metrics import MetricsApp
 from .reaper import Reaper
-from .statefile import write_state
 from .stats import SlotCounter, Stats
-from .upgrade import Handover, UpgradeCheck
+from .upgrade import Handover
+from .upgrader import Upgrader
 
 SIGNALS = {
     signal.SIGTERM: "graceful stop: stop accepting, let children finish for up to --graceful-timeout, "
@@ -107,21 +107,12 @@ class Arbiter:
         # One shared byte children read before keeping a connection alive: set
         # when this parent stops or hands over, so their clients move on.
         self._retired = mmap.mmap(-1, 1)
-        # Hot upgrades (upgrade.py): how this server was started, what ran before.
-        self.handover = handover
-        self.command = handover.command if handover else upgrade.this_command()
-        self.fallback = upgrade.resolved(upgrade.this_command())  # the code running now
-        self.generation = handover.generation if handover else 0
-        self.upgrades = handover.upgrades if handover else 0
-        self.state_file = state_file
-        self.env_keys = env_keys
-        self._upgrade: UpgradeCheck | None = None
-        self._hand_over_pending = False
+        self.upgrader = Upgrader(self, handover, state_file, env_keys)
         self._notify = bool(os.environ.get("NOTIFY_SOCKET"))
         self._status_at = NEVER
         counters = handover.counters if handover else {}
         self.children = Children(child_timeout, handover.children if handover else (), counters,
-                                 other_exited=self._other_exited)
+                                 other_exited=self.upgrader.exited)
         # Children may have exited while the previous program handed over: reap them at start.
         self.reaper.reap()
         self.fork_failures = counters.get("fork_failures", 0)
@@ -152,7 +143,8 @@ class Arbiter:
         log.info("forkserver pid %d serving %s (max children %d)", self.pid,
                  ", ".join(("metrics at " if listener.metrics else "") + str(listener.address)
                            for listener in self.listeners), self.max_children)
-        self._announce_start()
+        self.upgrader.announce_start()
+        self.send_status("READY=1")
         try:
             self._serve()
             self._drain()
@@ -196,24 +188,9 @@ class Arbiter:
 
     def _after_reaping(self) -> None:
         """In the SIGCHLD handler: wake the loop only if an exit needs acting on now."""
-        if self._waiting and (not self._listening or self._upgrade is not None or self._stopping):
+        if self._waiting and (not self._listening or self.upgrader.check is not None or self._stopping):
             self._waiting = False
             raise _Wakeup
-
-    def _announce_start(self) -> None:
-        handover = self.handover
-        last = None
-        if handover is not None:
-            if handover.fallen_back:
-                last = {"result": "failed", "reason": handover.fallen_back}
-                log.error("upgrade failed, the previous code serves again: %s", handover.fallen_back)
-            else:
-                last = {"result": "ok", "reason": ""}
-                log.info("upgraded to generation %d (%s), %d connection(s) in flight kept",
-                         self.generation, " ".join(self.command), len(handover.children))
-        self._write_state(last)
-        if self._notify:
-            self._send_status("READY=1")
 
     # --- the loop ---
 
@@ -252,7 +229,7 @@ class Arbiter:
             for fd, _ in events:
                 listener = listener_by_fd.get(fd)
                 if listener is None:
-                    self._upgrade.read()  # the only other descriptor polled
+                    self.upgrader.check.read()  # the only other descriptor polled
                     continue
                 # One connection per readiness: poll says when there is another.
                 if len(running) >= max_children:
@@ -306,10 +283,28 @@ class Arbiter:
         if self._accept_failing or self._fork_failures:
             self._accept_recovered()
 
-    def _other_exited(self, pid: int, status: int) -> None:
-        """A child that is not a connection's: the upgrade check."""
-        if self._upgrade is not None and pid == self._upgrade.pid:
-            self._upgrade_checked(status)
+    # --- what the upgrader (upgrader.py) asks of the arbiter ---
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def holding(self) -> bool:
+        """A connection accepted while fork failed is waiting for its child."""
+        return self._held is not None
+
+    def watch(self, fd: int, wanted: bool) -> None:
+        """Poll fd (the upgrade check's output) in the loop, or stop."""
+        if wanted:
+            self._poll.register(fd, select.POLLIN)
+        else:
+            self._poll.unregister(fd)
+        self._deadline_stale = True
+
+    def retire_children(self, retired: bool) -> None:
+        """Tell the children of this program to end their connection after the current response."""
+        self._retired[0] = int(retired)
 
     # --- when accept or fork fails ---
 
@@ -358,7 +353,8 @@ class Arbiter:
             _signal.setitimer(_signal.ITIMER_REAL, self.child_timeout + KILL_AFTER)
             # Plain closes of the parent's descriptors: the objects' own close()
             # methods would touch (and so copy) more of the parent's memory.
-            _close_inherited((*self._listener_by_fd, *((self._upgrade.output_fd,) if self._upgrade else ())))
+            check = self.upgrader.check
+            _close_inherited((*self._listener_by_fd, *((check.output_fd,) if check else ())))
             # The C socket type: socket.socket's Python layer (enum conversions,
             # makefile bookkeeping) would copy pages the child never needs.
             family = listener.family
@@ -384,10 +380,10 @@ class Arbiter:
 
     def _metrics_snapshot(self) -> dict:
         """The parent's state as this (metrics) child was forked."""
-        return {"counters": self._counters(), "children": len(self.children), "max_children": self.max_children,
-                "generation": self.generation}
+        return {"counters": self.counters(), "children": len(self.children), "max_children": self.max_children,
+                "generation": self.upgrader.generation}
 
-    def _counters(self) -> dict:
+    def counters(self) -> dict:
         return dict(self.children.counters(), fork_failures=self.fork_failures, accept_errors=self.accept_errors)
 
     # --- acting on what the handlers recorded, and on deadlines ---
@@ -412,7 +408,7 @@ class Arbiter:
             self._stopping = self._stop_now = True
         elif signum == signal.SIGHUP:
             if not self._stopping:
-                self._begin_upgrade()
+                self.upgrader.begin()
         elif signum == signal.SIGUSR1:
             if self.access_log:
                 self.access_log.reopen()
@@ -430,8 +426,10 @@ class Arbiter:
             deadline = min(deadline, self._paused_until)
         elif self._held is not None:
             deadline = self._now
-        if self._upgrade is not None:
-            deadline = min(deadline, self._upgrade.deadline)
+        if self.upgrader.check is not None:
+            deadline = min(deadline, self.upgrader.check.deadline)
+        elif self.upgrader.pending:
+            deadline = self._now
         self._deadline = min(deadline, self._status_at)
         return self._deadline
 
@@ -443,81 +441,20 @@ class Arbiter:
             fd, peer, listener = self._held
             self._held = None
             self._fork(fd, peer, listener)
-        if self._hand_over_pending and self._held is None:
-            self._hand_over()
-        if self._upgrade is not None and now >= self._upgrade.deadline and not self._upgrade.timed_out:
-            self._upgrade.timed_out = True
-            _kill(self._upgrade.pid, signal.SIGKILL)
+        self.upgrader.on_deadline(now)
         if now >= self._status_at:
-            self._send_status()
+            self.send_status()
 
-    # --- hot upgrade (upgrade.py) ---
-
-    def _begin_upgrade(self) -> None:
-        if self._upgrade is not None or self._hand_over_pending:
-            log.warning("SIGHUP: an upgrade is already under way")
-            return
-        notify.reloading()
-        try:
-            self._upgrade = UpgradeCheck(self.command, time.monotonic())
-        except OSError as exc:
-            self._upgrade_failed(f"cannot run {self.command[0]}: {exc.strerror or exc}")
-            return
-        self._poll.register(self._upgrade.output_fd, select.POLLIN)
-        log.info("SIGHUP: checking the new code before the upgrade: %s", " ".join(self._upgrade.command))
-
-    def _upgrade_checked(self, status: int) -> None:
-        check, self._upgrade = self._upgrade, None
-        self._poll.unregister(check.output_fd)
-        reason = check.finish(status)
-        if self._stopping:
-            return
-        if reason is not None:
-            self._upgrade_failed(reason)
-        elif self._held is not None:
-            self._hand_over_pending = True  # after the connection held while fork fails is served
-        else:
-            self._hand_over()
-
-    def _hand_over(self) -> None:
-        """Execute the new code in this process; returns only if that could not be done."""
-        self._hand_over_pending = False
-        handover = Handover(
-            command=self.command, fallback=self.fallback,
-            listeners=[(listener.fileno(), listener.spec) for listener in self.listeners],
-            children=self.children.handover(), generation=self.generation + 1, upgrades=self.upgrades + 1,
-            counters=self._counters(), stats=self.stats.handover(), env_keys=sorted(self.env_keys))
-        log.info("upgrading: executing %s with %d connection(s) in flight", " ".join(self.command),
-                 len(self.children))
-        self._retired[0] = 1  # children of this program answer their next request with Connection: close
-        try:
-            upgrade.execute(handover, self.command)
-        except OSError as exc:
-            self._retired[0] = 0
-            self._upgrade_failed(f"cannot execute {self.command[0]}: {exc.strerror or exc}")
-
-    def _upgrade_failed(self, reason: str) -> None:
-        self.upgrades += 1
-        log.error("upgrade failed, the running code keeps serving: %s", reason)
-        self._write_state({"result": "failed", "reason": reason})
-        if self._notify:
-            self._send_status("READY=1", status=f"upgrade failed, generation {self.generation} serves: {reason}")
-
-    def _write_state(self, last_upgrade: dict | None) -> None:
-        write_state(self.state_file, {
-            "pid": os.getpid(), "version": __version__, "generation": self.generation,
-            "upgrades": self.upgrades, "release": self.fallback[0], "command": self.command,
-            "last_upgrade": None if last_upgrade is None else dict(last_upgrade, at=time.time()),
-        })
-
-    def _send_status(self, *fields: str, status: str = "") -> None:
+    def send_status(self, *fields: str, status: str = "") -> None:
         """STATUS= (after any other fields) for the service manager; also sent every STATUS_EVERY s."""
+        if not self._notify:
+            return
         served, now = self.stats.requests_served(), time.monotonic()
         previous, then = self._requests_at_status
         rate = (served - previous) / (now - then) if now > then else 0.0
         self._requests_at_status = (served, now)
         status = status or (f"{len(self.children)} connection(s), {rate:.1f} requests/s, "
-                            f"generation {self.generation}")
+                            f"generation {self.upgrader.generation}")
         notify.notify(*fields, f"STATUS={status}")
         self._status_at = now + STATUS_EVERY
         self._deadline_stale = True
@@ -528,8 +465,7 @@ class Arbiter:
         """Graceful stop: no new connections; in-flight ones finish or are killed."""
         self._retired[0] = 1
         notify.notify("STOPPING=1", f"STATUS=stopping, {len(self.children)} connection(s) in flight")
-        if self._upgrade is not None:
-            _kill(self._upgrade.pid, signal.SIGKILL)
+        self.upgrader.stop_check()
         self._close_listeners()
         self._close_held()
         self._status_at = NEVER
@@ -582,13 +518,6 @@ def _signal_in_child(signum: int) -> None:
     if signum in CHILD_ENDING_SIGNALS:
         _signal.signal(signum, _signal.SIG_DFL)
         os.kill(os.getpid(), signum)
-
-
-def _kill(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass  # exited already; the reaper has it
 
 
 def _close_inherited(fds) -> None:

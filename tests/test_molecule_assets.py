@@ -44,7 +44,35 @@ def test_build_script_pins_ubuntu_keyring_and_checks_signatures():
 def test_build_script_help():
     out = subprocess.run([str(MOLECULE / "images" / "build"), "--help"],
                          check=True, capture_output=True, text=True).stdout
-    assert "noble" in out and "bookworm" in out and "macos" in out
+    assert all(name in out for name in ("noble", "jammy", "bookworm", "macos"))
+
+
+def build_keys(script):
+    out = subprocess.run(["bash", str(script), "--keys"], check=True, capture_output=True, text=True).stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+def test_build_keys_are_per_image(tmp_path):
+    """Changing one image's recipe changes that image's key only, so the
+    other images (shared by every checkout on the machine) stay cached."""
+    script = MOLECULE / "images" / "build"
+    keys = build_keys(script)
+    assert set(keys) == {"noble", "jammy", "bookworm", "macos"}
+    assert len(set(keys.values())) == 4
+    changed = tmp_path / "build"
+    text = script.read_text()
+    assert text.count("bootstrap_ubuntu jammy ") == 1
+    changed.write_text(text.replace("bootstrap_ubuntu jammy ", "FORKSERVER_X=1 bootstrap_ubuntu jammy "))
+    changed_keys = build_keys(changed)
+    assert changed_keys["jammy"] != keys["jammy"]
+    assert {k: v for k, v in changed_keys.items() if k != "jammy"} == {k: v for k, v in keys.items() if k != "jammy"}
+    # A mirror is part of the recipes that use it, and of no other.
+    env = dict(os.environ, FORKSERVER_UBUNTU_MIRROR="http://mirror.example/ubuntu")
+    out = subprocess.run(["bash", str(script), "--keys"], check=True, capture_output=True, text=True,
+                         env=env).stdout
+    mirrored = dict(line.split() for line in out.splitlines())
+    assert mirrored["noble"] != keys["noble"] and mirrored["jammy"] != keys["jammy"]
+    assert mirrored["bookworm"] == keys["bookworm"] and mirrored["macos"] == keys["macos"]
 
 
 @pytest.mark.parametrize("name", ["default", "macos", "macos-host"])

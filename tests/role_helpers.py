@@ -138,17 +138,21 @@ class Rendered:
 def render(tmp_path, extra_vars=None):
     """Render the unit, env file and plist with the role's defaults and vars.
 
-    The virtualenv path defaults to a directory under tmp_path holding a real
-    executable bin/forkserver, so `systemd-analyze verify` finds ExecStart.
+    The install directory defaults to one under tmp_path whose current
+    release holds real executables bin/forkserver and bin/forkserver-reload,
+    so `systemd-analyze verify` finds ExecStart and ExecReload.
     """
     out = tmp_path / "out"
     out.mkdir()
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    fake = venv / "bin" / "forkserver"
-    fake.write_text("#!/bin/sh\nexit 0\n")
-    fake.chmod(0o755)
-    merged = {"forkserver_venv": str(venv)}
+    install = tmp_path / "install"
+    bin_dir = install / "releases" / "r1" / "bin"
+    bin_dir.mkdir(parents=True)
+    (install / "current").symlink_to("releases/r1")
+    for name in ("forkserver", "forkserver-reload"):
+        fake = bin_dir / name
+        fake.write_text("#!/bin/sh\nexit 0\n")
+        fake.chmod(0o755)
+    merged = {"forkserver_install_dir": str(install)}
     merged.update(extra_vars or {})
     proc = run_playbook(tmp_path, RENDER_PLAYBOOK.format(role=ROLE, out=out), merged)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -75,6 +75,13 @@ def test_build_keys_are_per_image(tmp_path):
     assert mirrored["bookworm"] == keys["bookworm"] and mirrored["macos"] == keys["macos"]
 
 
+@pytest.mark.parametrize("name", ["default", "macos"])
+def test_scenarios_run_check_mode_on_a_fresh_and_on_a_deployed_host(name):
+    sequence = scenario(name)["scenario"]["test_sequence"]
+    assert sequence.index("check") < sequence.index("converge")
+    assert "check" in sequence[sequence.index("idempotence"):sequence.index("verify")]
+
+
 @pytest.mark.parametrize("name", ["default", "macos", "macos-host", "fleet"])
 def test_scenarios_run_the_whole_sequence(name):
     sequence = scenario(name)["scenario"]["test_sequence"]
@@ -82,10 +89,11 @@ def test_scenarios_run_the_whole_sequence(name):
     assert all(step in steps for step in REQUIRED_STEPS), sequence  # in this order
 
 
-def test_default_scenario_targets_noble_and_bookworm_under_systemd():
+def test_default_scenario_targets_noble_jammy_and_bookworm_under_systemd():
     conf = scenario("default")
     platforms = {p["name"]: p for p in conf["platforms"]}
-    assert set(platforms) == {"forkserver-noble", "forkserver-bookworm"}
+    assert set(platforms) == {"forkserver-noble", "forkserver-jammy", "forkserver-bookworm"}
+    assert "images/build noble jammy bookworm" in conf["dependency"]["command"]
     ports = set()
     for p in platforms.values():
         assert p["systemd"] == "always" and p["command"] == "/sbin/init"
@@ -94,8 +102,12 @@ def test_default_scenario_targets_noble_and_bookworm_under_systemd():
         (published,) = p["published_ports"]
         assert published.startswith("127.0.0.1:")
         ports.add(published.split(":")[1])
-    assert len(ports) == 2
-    assert conf["provisioner"]["inventory"]["group_vars"]["all"]["fs_manager"] == "systemd"
+    assert len(ports) == 3
+    group = conf["provisioner"]["inventory"]["group_vars"]["all"]
+    assert group["fs_manager"] == "systemd"
+    assert group["forkserver_metrics_bind"].startswith("127.0.0.1:")
+    host_ports = {v["fs_host_port"] for v in conf["provisioner"]["inventory"]["host_vars"].values()}
+    assert {str(p) for p in host_ports} == ports
 
 
 def test_fleet_scenario_three_distributions_behind_one_balancer():

@@ -83,10 +83,23 @@ def defaults(tmp_path_factory):
 # --- Defaults ------------------------------------------------------------
 
 
-def test_unit_defaults_run_the_venv_forkserver_with_the_env_file(defaults):
-    venv = defaults.dir.parent / "venv"
-    assert defaults.directive("ExecStart") == "%s/bin/forkserver" % venv
-    assert defaults.directive("EnvironmentFile") == "/etc/forkserver/forkserver.env"
+def test_unit_runs_current_release_with_settings_file_state_file_and_hot_upgrade(defaults):
+    current = defaults.dir.parent / "install" / "current"
+    assert defaults.directive("ExecStart").split() == [
+        "%s/bin/forkserver" % current, "--env-file", "/etc/forkserver/forkserver.env",
+        "--state-file", "/run/forkserver/state.json", "--pid-file", "/run/forkserver/forkserver.pid"]
+    # the server reads the settings file itself, at start and at every hot upgrade
+    assert defaults.directives("EnvironmentFile") == []
+    # forkserver chdirs to the app itself, so moving the app is no unit change
+    assert defaults.directives("WorkingDirectory") == []
+    assert defaults.directive("Type") == "notify"
+    assert defaults.directive("NotifyAccess") == "main"
+    assert defaults.directive("ExecReload").split() == [
+        "%s/bin/forkserver-reload" % current, "/run/forkserver/state.json", "--timeout", "100"]
+    # the state file lives in the runtime directory, writable under ProtectSystem=strict
+    assert defaults.directive("RuntimeDirectory") == "forkserver"
+    # systemd bounds ExecReload by TimeoutStartSec: longer than forkserver-reload waits
+    assert int(defaults.directive("TimeoutStartSec")) > 100
     assert defaults.directive("User") == "forkserver"
     assert defaults.directive("Group") == "forkserver"
     for key, value in HARDENING.items():
@@ -123,7 +136,7 @@ def test_unit_defaults_security_exposure_is_low(defaults):
     assert security_score(defaults.unit_path) <= 2.5
 
 
-def test_env_file_defaults(defaults):
+def test_env_file_defaults(defaults, tmp_path):
     env = parse_systemd_env_file(defaults.env_text)
     assert env == {
         "FORKSERVER_BIND": "0.0.0.0:8888",
@@ -140,21 +153,32 @@ def test_env_file_defaults(defaults):
     sourced = source_env_file(defaults.env_path)
     for key, value in env.items():
         assert sourced[key] == value
+    r = render(tmp_path, {"forkserver_metrics_bind": "127.0.0.1:9888"})
+    assert parse_systemd_env_file(r.env_text)["FORKSERVER_METRICS_BIND"] == "127.0.0.1:9888"
 
 
-def test_plist_defaults_is_a_valid_launch_daemon(defaults):
+@pytest.fixture(scope="module")
+def launchd_defaults(tmp_path_factory):
+    return render(tmp_path_factory.mktemp("launchd"), {"forkserver_service_manager": "launchd"})
+
+
+def test_plist_defaults_is_a_valid_launch_daemon(launchd_defaults):
+    defaults = launchd_defaults
     with open(defaults.plist_path, "rb") as f:
         plist = plistlib.load(f)
-    venv = defaults.dir.parent / "venv"
+    current = defaults.dir.parent / "install" / "current"
     assert plist["Label"] == "org.forkserver.forkserver"
-    assert plist["ProgramArguments"] == ["%s/bin/forkserver" % venv]
+    # settings come from the file, so a changed setting leaves the plist alone
+    assert plist["ProgramArguments"] == [
+        "%s/bin/forkserver" % current, "--env-file", "/etc/forkserver/forkserver.env",
+        "--state-file", "/var/db/org.forkserver.forkserver/state.json"]
+    assert "EnvironmentVariables" not in plist and "WorkingDirectory" not in plist
     assert plist["UserName"] == "forkserver"
     assert plist["GroupName"] == "forkserver"
     assert plist["RunAtLoad"] is True
     assert plist["KeepAlive"]
     assert plist["StandardOutPath"] == "/Library/Logs/forkserver/forkserver.out.log"
     assert plist["StandardErrorPath"] == "/Library/Logs/forkserver/forkserver.err.log"
-    assert plist["EnvironmentVariables"] == parse_systemd_env_file(defaults.env_text)
     assert plist["SoftResourceLimits"]["NumberOfFiles"] >= 1024
     # Interactive: launchd does not throttle the job's CPU and I/O
     assert plist["ProcessType"] == "Interactive"
@@ -164,9 +188,9 @@ def test_plist_defaults_is_a_valid_launch_daemon(defaults):
     assert "AbandonProcessGroup" not in plist  # launchd ends what is left of the job with it
 
 
-def test_newsyslog_rotates_both_launchd_logs_without_signal_or_compression(defaults):
-    plist = defaults.plist
-    entries = defaults.newsyslog_entries()
+def test_newsyslog_rotates_both_launchd_logs_without_signal_or_compression(launchd_defaults):
+    plist = launchd_defaults.plist
+    entries = launchd_defaults.newsyslog_entries()
     assert [e[0] for e in entries] == [plist["StandardOutPath"], plist["StandardErrorPath"]]
     for name, owner, mode, count, size, when, flags in entries:
         assert owner == "forkserver:forkserver"
@@ -232,15 +256,13 @@ def test_custom_app_and_awkward_values(tmp_path):
     assert env["FORKSERVER_ACCESS_LOG_FORMAT"] == "combined"
     assert env["GREETING"] == awkward
     assert source_env_file(r.env_path)["GREETING"] == awkward  # sh reads it the same way
-    assert r.directive("WorkingDirectory") == "/srv/myapp"
+    assert r.directives("WorkingDirectory") == []  # the server changes into FORKSERVER_CHDIR
     assert int(r.directive("TimeoutStopSec")) > 90
     assert int(r.directive("LimitNOFILE")) >= 4000 + 64
     assert int(r.directive("TasksMax")) > 4000
     with open(r.plist_path, "rb") as f:
         plist = plistlib.load(f)
-    assert plist["EnvironmentVariables"]["GREETING"] == awkward
-    assert plist["EnvironmentVariables"]["FORKSERVER_APP"] == "myapp.wsgi:application"
-    assert plist["WorkingDirectory"] == "/srv/myapp"
+    assert "EnvironmentVariables" not in plist and "WorkingDirectory" not in plist
     assert plist["ExitTimeOut"] > 90
     if shutil.which("systemd-analyze"):
         systemd_verify(r.unit_path)
@@ -252,8 +274,9 @@ FORKSERVER_BIN = Path(ansible_tool("ansible-playbook")).parent / "forkserver"
 
 
 def check_config(env_path):
-    """What the role's validate step runs, without the switch to the service user."""
-    script = 'set -a && . "$1" && set +a && exec "$2" --check-config'
+    """What the role's validate step runs, without the switch to the service user:
+    forkserver reads the candidate file itself, on stdin."""
+    script = 'exec "$2" --env-file /dev/stdin --check-config < "$1"'
     return subprocess.run(
         ["/bin/sh", "-c", script, "sh", str(env_path), str(FORKSERVER_BIN)],
         env={"PATH": "/usr/bin:/bin"},
@@ -329,6 +352,13 @@ INCLUDE_ROLE = """\
         ({"forkserver_app": "not an app"}, "forkserver_app"),
         ({"forkserver_proxy_protocol_from": ["lb1.example.com"]}, "forkserver_proxy_protocol_from"),
         ({"forkserver_proxy_protocol_from": {"lb": "10.0.0.5"}}, "forkserver_proxy_protocol_from"),
+        ({"forkserver_metrics_bind": "9888"}, "forkserver_metrics_bind"),
+        ({"forkserver_metrics_bind": "127.0.0.1:0"}, "forkserver_metrics_bind"),
+        ({"forkserver_metrics_bind": "0.0.0.0:8888"}, "forkserver_metrics_bind"),
+        ({"forkserver_state": "gone"}, "forkserver_state"),
+        ({"forkserver_releases_kept": 0}, "forkserver_releases_kept"),
+        ({"forkserver_venv": "/opt/fs"}, "forkserver_venv"),
+        ({"forkserver_install_dir": "opt/fs"}, "forkserver_install_dir"),
     ],
 )
 def test_wrong_variable_fails_naming_it(tmp_path, extra, name):
@@ -490,3 +520,48 @@ def test_probe_says_a_python_in_a_private_directory_is_not_usable_by_all(tmp_pat
     seen = json.loads(done.stdout)
     assert seen["command"] == "private-python"
     assert seen["usable_by_all"] is False
+
+
+# --- Where the wheel comes from -----------------------------------------------
+
+
+def run_preflight_of_role_at(tmp_path, roles_dir, extra):
+    variables = {"forkserver_service_manager": "launchd", "forkserver_test_launchd_standin": True,
+                 "forkserver_launchd_log_dir": str(tmp_path / "logs")}
+    variables.update(extra)
+    playbook = tmp_path / "playbook.yml"
+    playbook.write_text(PREFLIGHT)
+    env = ansible_env(tmp_path)
+    env.update(ANSIBLE_ROLES_PATH=str(roles_dir), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+    proc = subprocess.run(
+        [ansible_tool("ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook),
+         "-e", json.dumps(variables)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return failures(proc.stdout)
+
+
+def test_role_copied_into_another_project_asks_for_the_source(tmp_path):
+    """A copy of the role outside a forkserver checkout (vendored into another
+    project, installed from Galaxy) must not build that project: the
+    preflight stops with one line saying what to set."""
+    consumer = tmp_path / "consumer"
+    shutil.copytree(ROLE, consumer / "roles" / "forkserver")
+    (consumer / "pyproject.toml").write_text('[project]\nname = "consumer"\nversion = "1.0"\n')
+    failed, stats = run_preflight_of_role_at(tmp_path, consumer / "roles", {})
+    assert failed, "the preflight accepted a project that is not forkserver"
+    task, message = failed[-1]
+    assert task == "Check forkserver_source_dir", task
+    assert message.startswith("forkserver_source_dir: %s is not a forkserver checkout" % consumer.resolve())
+    assert "forkserver_package" in message and "\n" not in message.strip()
+    assert stats["changed"] == 0
+
+    # Told where the checkout is, or given a package, it goes on.
+    failed, _ = run_preflight_of_role_at(tmp_path, consumer / "roles", {"forkserver_source_dir": str(REPO)})
+    assert failed == [], failed
+    failed, _ = run_preflight_of_role_at(tmp_path, consumer / "roles", {"forkserver_package": "forkserver==0.1.0"})
+    assert failed == [], failed
+
+
+def test_role_inside_the_checkout_finds_it(tmp_path):
+    failed, _ = run_preflight_of_role_at(tmp_path, REPO / "roles", {})
+    assert failed == [], failed

@@ -5,6 +5,7 @@ python (its venv has psutil). Prints one JSON object.
   probe.py plist PATH                    a launchd property list as JSON
   probe.py kill-child PORT MAIN_PID      SIGKILL a child mid-request (see below)
   probe.py hold PORT READY_FILE SECONDS  a request in flight across a restart (see below)
+  probe.py metrics ADDRESS               scrape /metrics, parsed by prometheus_client
 """
 
 import grp
@@ -102,6 +103,31 @@ def hold(port, ready_file, seconds):
             "seconds": round(time.monotonic() - start, 2)}
 
 
+def metrics(address):
+    """Scrape http://ADDRESS/metrics and parse it with prometheus_client's own
+    parser; sums of the series the checks use, and the first lines as text."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen("http://%s/metrics" % address, timeout=10) as response:
+        text = response.read().decode()
+    sums = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("forkserver_requests_total", "forkserver_forks_total",
+                               "forkserver_children_reaped_total", "forkserver_children",
+                               "forkserver_zombies", "forkserver_generation"):
+                sums[sample.name] = sums.get(sample.name, 0) + sample.value
+            if sample.name == "forkserver_forks_total":
+                key = "forks_total_" + sample.labels.get("listener", "?")
+                sums[key] = sums.get(key, 0) + sample.value
+    lines = [line for line in text.splitlines() if line.startswith(
+        ("forkserver_requests_total", "forkserver_forks_total", "forkserver_children_reaped_total",
+         "forkserver_children ", "forkserver_zombies", "forkserver_generation"))]
+    return {"sums": sums, "lines": lines[:12]}
+
+
 def main(argv):
     what = argv[1]
     if what == "proc":
@@ -110,6 +136,8 @@ def main(argv):
         result = plist(argv[2])
     elif what == "kill-child":
         result = kill_child(int(argv[2]), int(argv[3]))
+    elif what == "metrics":
+        result = metrics(argv[2])
     elif what == "hold":
         result = hold(int(argv[2]), argv[3], float(argv[4]))
     else:

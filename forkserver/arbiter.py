@@ -114,6 +114,7 @@ class Arbiter:
         self.children = Children(child_timeout, handover.children if handover else (), counters,
                                  other_exited=self.upgrader.exited)
         # Children may have exited while the previous program handed over: reap them at start.
+        self.children.settle_inherited()
         self.reaper.reap()
         self.fork_failures = counters.get("fork_failures", 0)
         self.accept_errors = dict(counters.get("accept_errors", {}))
@@ -261,8 +262,7 @@ class Arbiter:
     def _fork(self, fd: int, peer, listener) -> None:
         """Fork a child for an accepted connection (kept and retried if fork fails)."""
         if listener.metrics:  # a scrape sees every exit reaped so far booked
-            while self.reaper.exits:
-                self.children.exited(*self.reaper.exits.popleft())
+            self.book_exits()
         free = self._free_slots
         slot = free.pop() if free else self.stats.new_slot()
         try:
@@ -301,6 +301,12 @@ class Arbiter:
         else:
             self._poll.unregister(fd)
         self._deadline_stale = True
+
+    def book_exits(self) -> None:
+        """Act on every exit the reaper has recorded."""
+        exits, exited = self.reaper.exits, self.children.exited
+        while exits:
+            exited(*exits.popleft())
 
     def retire_children(self, retired: bool) -> None:
         """Tell the children of this program to end their connection after the current response."""
@@ -491,8 +497,7 @@ class Arbiter:
         except _Wakeup:
             pass
         self.reaper.reap()  # in case a SIGCHLD was merged with one already handled
-        while self.reaper.exits:
-            self.children.exited(*self.reaper.exits.popleft())
+        self.book_exits()
         self._on_signals()
 
     def _close_held(self) -> None:

@@ -38,6 +38,24 @@ class Children:
             if killed:
                 self.killed.add(pid)
 
+    def settle_inherited(self) -> None:
+        """After a hot upgrade, before SIGCHLD is let in: book the inherited
+        children that have exited, and forget any that is no longer a child of
+        this process (reaped by the previous program in its last moments).
+        Kept, such a pid would be timed out and killed, perhaps as someone
+        else's process by then, and a stop would wait for it."""
+        for pid in list(self.running):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                del self.running[pid]
+                self.terminated.pop(pid, None)
+                self.killed.discard(pid)
+                log.warning("child %d was handed over but is not a child any more: forgotten", pid)
+                continue
+            if done:
+                self.exited(pid, status)
+
     def __len__(self) -> int:
         return len(self.running)
 

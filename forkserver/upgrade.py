@@ -124,7 +124,7 @@ def execute(handover: Handover, command: list[str]) -> None:
     for fd, _ in handover.listeners:
         os.set_inheritable(fd, True)
     os.environ[HANDOVER_VARIABLE] = handover.encode()
-    signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
+    defer_signals()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -141,6 +141,11 @@ def execute(handover: Handover, command: list[str]) -> None:
         for fd, _ in handover.listeners:
             os.set_inheritable(fd, False)
         raise
+
+
+def defer_signals() -> None:
+    """Hold the signals the next program acts on (the mask survives exec)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, DEFERRED_SIGNALS)
 
 
 def signals_ready() -> None:

@@ -99,6 +99,10 @@ class Upgrader:
         """Execute the new code in this process; returns only if that could not be done."""
         self.pending = False
         arbiter = self.arbiter
+        # From here no exit may be reaped without being booked: one reaped now
+        # and handed over as running would be "timed out" by the new code.
+        upgrade.defer_signals()
+        arbiter.book_exits()
         handover = Handover(
             command=self.command, fallback=self.fallback,
             listeners=[(listener.fileno(), listener.spec) for listener in arbiter.listeners],

@@ -265,3 +265,28 @@ def test_service_manager_is_told_ready_reloading_and_stopping(start_server, tmp_
         server.signal(signal.SIGTERM)
         messages_until(r"^STOPPING=1\nSTATUS=stopping")
         assert server.proc.wait(10) == 0
+
+
+def test_inherited_children_are_settled_before_the_new_code_counts_on_them():
+    """A child the previous program reaped in its last moments is not kept as running
+    (it would be timed out, and its pid, perhaps reused, killed); one that exited
+    meanwhile is booked; one still running is kept."""
+    from forkserver.children import Children
+
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    exited = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    reaped = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        assert wait_until(lambda: psutil.Process(exited.pid).status() == psutil.STATUS_ZOMBIE, 10)
+        reaped.wait(10)  # reaped here: no longer a child of this process
+        now = time.monotonic()
+        table = Children(30, [(pid, now, slot, None, False)
+                              for slot, pid in enumerate((running.pid, exited.pid, reaped.pid))])
+        table.settle_inherited()
+        assert list(table.running) == [running.pid]
+        assert table.reaped == {3 << 8: 1}
+        with pytest.raises(ChildProcessError):
+            os.waitpid(exited.pid, os.WNOHANG)  # settled means reaped
+    finally:
+        running.kill()
+        running.wait(10)

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import wait_until
 from test_upgrade import reload
 
 FILES = Path(__file__).resolve().parent.parent / "molecule" / "shared" / "files"

@@ -77,6 +77,18 @@ def failures(json_stdout, host="localhost"):
     return found, report["stats"][host]
 
 
+def assert_refused_naming(proc, name):
+    """The run failed in the spec validation or a preflight check, i.e. before
+    the role touched anything, and the message names the variable."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    failed, stats = failures(proc.stdout)
+    assert failed, proc.stdout
+    task, message = failed[-1]
+    assert task.startswith("Validating arguments") or task.startswith("Check "), task
+    assert name in message, message
+    assert stats["changed"] == 0
+
+
 RENDER_PLAYBOOK = """\
 - name: Render the forkserver role's templates
   hosts: localhost

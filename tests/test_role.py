@@ -22,6 +22,7 @@ from role_helpers import (
     ROLE,
     ansible_env,
     ansible_tool,
+    assert_refused_naming,
     failures,
     parse_systemd_env_file,
     render,
@@ -362,16 +363,7 @@ INCLUDE_ROLE = """\
     ],
 )
 def test_wrong_variable_fails_naming_it(tmp_path, extra, name):
-    proc = run_playbook(tmp_path, INCLUDE_ROLE, extra, json_output=True)
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    failed, stats = failures(proc.stdout)
-    assert failed, proc.stdout
-    task, message = failed[-1]
-    # Refused by the spec validation or a preflight check, i.e. before the
-    # role has touched anything, and the message names the variable.
-    assert task.startswith("Validating arguments") or task.startswith("Check "), task
-    assert name in message, message
-    assert stats["changed"] == 0
+    assert_refused_naming(run_playbook(tmp_path, INCLUDE_ROLE, extra, json_output=True), name)
 
 
 def test_good_variables_pass_the_checks(tmp_path):

@@ -172,7 +172,8 @@ class Arbiter:
                 client_end.recv(65536)
 
     def _install_signals(self) -> None:
-        self.reaper.install(then=self._after_reaping)
+        self.reaper.install()
+        self._update_wake()
         record = self._record_signal  # one handler object for them all
         for signum in SIGNALS:
             if signum != signal.SIGCHLD:
@@ -187,9 +188,16 @@ class Arbiter:
             self._waiting = False
             raise _Wakeup
 
-    def _after_reaping(self) -> None:
-        """In the SIGCHLD handler: wake the loop only if an exit needs acting on now."""
-        if self._waiting and (not self._listening or self.upgrader.check is not None or self._stopping):
+    def _update_wake(self) -> None:
+        """Let the SIGCHLD handler end the wait only while an exit must be acted on
+        at once: at the cap (an exit frees a place), while an upgrade check runs,
+        while stopping. Otherwise an exit is booked at the next wakeup and costs
+        none of its own. Called wherever one of these three changes."""
+        urgent = not self._listening or self.upgrader.check is not None or self._stopping
+        self.reaper.wake = self._wake_from_reaper if urgent else None
+
+    def _wake_from_reaper(self) -> None:
+        if self._waiting:
             self._waiting = False
             raise _Wakeup
 
@@ -202,19 +210,27 @@ class Arbiter:
         listener_by_fd = self._listener_by_fd
         table = self.children
         running = table.running
-        exits, exited = self.reaper.exits, table.exited
+        exits, exited, terminated = self.reaper.exits, table.exited, table.terminated
         max_children = self.max_children
+        free_slots, new_slot = self._free_slots, self.stats.new_slot
+        fork, close = os.fork, os.close
         while not self._stopping:
             while exits:
-                exited(*exits.popleft())
+                pid, status = exits.popleft()
+                # Children.exited's usual case, inline: a child that ended well.
+                record = None if status or terminated else running.pop(pid, None)
+                if record is None:
+                    exited(pid, status)
+                else:
+                    free_slots.append(record[1])
+                    table.clean_exits += 1
             if self._signals:
                 self._on_signals()
                 continue
             now = self._now
             if (len(running) < max_children and now >= self._paused_until) != self._listening:
                 self._set_listening(not self._listening)
-            deadline = (self._next_deadline() if self._deadline_stale or table.deadline_moved
-                        else self._deadline)
+            deadline = self._next_deadline() if self._deadline_stale else self._deadline
             try:
                 self._waiting = True
                 # Deadlines are met to within TICK: waking a few times a second
@@ -244,7 +260,24 @@ class Arbiter:
                 except OSError as exc:
                     self._accept_failed(exc)
                     continue
-                self._fork(conn_fd, peer, listener)
+                if listener.metrics or self._fork_failures or self._accept_failing:
+                    self._fork(conn_fd, peer, listener)
+                    continue
+                # _fork's usual case, inline: a call is a function and a code
+                # object written, so pages copied again after every fork.
+                slot = free_slots.pop() if free_slots else new_slot()
+                try:
+                    pid = fork()
+                except OSError as exc:
+                    free_slots.append(slot)
+                    self._fork_failed(exc, conn_fd, peer, listener)
+                    continue
+                if pid == 0:
+                    self._become_child(conn_fd, peer, listener, slot)
+                if not running:
+                    self._deadline_stale = True  # the first child brings a timeout
+                running[pid] = (now, slot)
+                close(conn_fd)
             if now >= deadline:
                 self._on_deadline()
 
@@ -258,6 +291,7 @@ class Arbiter:
             else:
                 self._poll.unregister(fd)
         self._listening = wanted
+        self._update_wake()
 
     def _fork(self, fd: int, peer, listener) -> None:
         """Fork a child for an accepted connection (kept and retried if fork fails)."""
@@ -301,6 +335,7 @@ class Arbiter:
         else:
             self._poll.unregister(fd)
         self._deadline_stale = True
+        self._update_wake()
 
     def book_exits(self) -> None:
         """Act on every exit the reaper has recorded."""
@@ -398,6 +433,7 @@ class Arbiter:
         while self._signals:
             self._deadline_stale = True  # an upgrade or a stop brings deadlines of its own
             self._act_on_signal(self._signals.popleft())
+        self._update_wake()
 
     def _act_on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -423,10 +459,12 @@ class Arbiter:
     def _next_deadline(self) -> float:
         """When the loop must act on its own: a child timeout, a pause's end, an upgrade check, STATUS=.
 
-        Worked out again only after something that can move it (an exit, a
-        fork into an empty table, any timer); cached in between.
+        Worked out again only after something that can move it earlier (a fork
+        into an empty table, any timer); cached in between. An exit can only
+        move it later, and an early deadline costs one spare wakeup, after
+        which it is worked out again.
         """
-        self._deadline_stale = self.children.deadline_moved = False
+        self._deadline_stale = False
         deadline = self.children.next_deadline() if self.children.running else NEVER
         if self._paused_until > self._now:
             deadline = min(deadline, self._paused_until)

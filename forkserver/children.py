@@ -21,7 +21,6 @@ class Children:
         self.timeout = timeout
         self.other_exited = other_exited  # called for a reaped process that was not a connection's
         self.free_slots: list[int] = []   # where an exited child's counter slot goes back (stats.py)
-        self.deadline_moved = True        # an exit may have changed next_deadline()
         self.running: dict[int, tuple[float, int]] = {}  # pid -> (started, slot), in fork order
         self.terminated: dict[int, float] = {}  # pid -> when it was sent SIGTERM for its timeout
         self.killed: set[int] = set()           # sent SIGKILL (after SIGTERM, or at shutdown)
@@ -31,6 +30,7 @@ class Children:
         self.metrics_forks = counters.get("metrics_forks", 0)
         self.timed_out = counters.get("timed_out", 0)
         self.reaped: dict[int, int] = {int(status): count for status, count in counters.get("reaped", {}).items()}
+        self.clean_exits = 0  # exits with status 0 the arbiter booked itself; counted in reaped[0]
         for pid, started, slot, terminated_at, killed in inherited:
             self.running[pid] = (started, slot)
             if terminated_at is not None:
@@ -67,11 +67,13 @@ class Children:
                 self.other_exited(pid, status)
             return
         self.free_slots.append(record[1])
-        self.deadline_moved = True
         reaped = self.reaped
         reaped[status] = reaped.get(status, 0) + 1
         if status:
             self._log_exit(pid, status)
+        elif self.terminated:
+            self.terminated.pop(pid, None)
+            self.killed.discard(pid)
 
     def _log_exit(self, pid: int, status: int) -> None:
         terminated = self.terminated.pop(pid, None) is not None
@@ -124,9 +126,12 @@ class Children:
 
     def counters(self) -> dict:
         """For /metrics and for the next program after a hot upgrade."""
-        forks = sum(self.reaped.values()) + len(self.running) - self.metrics_forks
+        reaped = dict(self.reaped)
+        if self.clean_exits:
+            reaped[0] = reaped.get(0, 0) + self.clean_exits
+        forks = sum(reaped.values()) + len(self.running) - self.metrics_forks
         return {"forks": forks, "metrics_forks": self.metrics_forks, "timed_out": self.timed_out,
-                "reaped": {str(status): count for status, count in self.reaped.items()}}
+                "reaped": {str(status): count for status, count in reaped.items()}}
 
     def handover(self) -> list:
         return [(pid, started, slot, self.terminated.get(pid), pid in self.killed)

@@ -6,6 +6,10 @@ signal (the classic mistake) therefore leaves zombies; looping ``waitpid(-1,
 WNOHANG)`` until nothing is left cannot. The handler does no I/O and no logging,
 and touches nothing the main loop might be changing: it only records each exit
 in a queue, for the main loop to act on.
+
+The handler is one method, ``reap`` itself: every function a signal handler
+calls is a function and a code object whose reference counts it writes, and
+so pages the parent copies again after each fork.
 """
 
 from __future__ import annotations
@@ -20,36 +24,35 @@ class Reaper:
         # deque.append and popleft are atomic, so the handler and the main loop
         # can share it without a lock.
         self.exits: collections.deque[tuple[int, int]] = collections.deque()
+        # Called after reaping, from the handler, while the owner must act on
+        # an exit at once (the arbiter sets and clears it); None otherwise.
+        self.wake = None
+        self._owner = 0
 
-    def install(self, then=None) -> None:
+    def install(self) -> None:
         """Must run before the first fork, or an early exit could go unnoticed.
 
-        `then()` runs after each reaping in the handler (the arbiter uses it to
-        end its wait early when it must act on an exit at once). A forked child
-        keeps this handler (resetting handlers costs every child pages), and in
-        a child it does nothing: the child's own children are the app's to wait for.
+        A forked child keeps this handler (resetting handlers costs every
+        child pages), and in a child it does nothing: the child's own children
+        are the app's to wait for.
         """
-        owner = os.getpid()
+        self._owner = os.getpid()
+        signal.signal(signal.SIGCHLD, self.reap)
 
-        def on_sigchld(signum, frame, reap=self.reap, getpid=os.getpid):
-            if getpid() != owner:
-                return
-            reap()
-            if then is not None:
-                then()
-
-        signal.signal(signal.SIGCHLD, on_sigchld)
-
-    def reap(self) -> None:
-        """Wait for every child that has exited; never blocks."""
+    def reap(self, signum=None, frame=None) -> None:
+        """Wait for every child that has exited; never blocks. Also the SIGCHLD handler."""
+        if signum is not None and os.getpid() != self._owner:
+            return  # in a child
         waitpid, append = os.waitpid, self.exits.append
         while True:
             try:
                 pid, status = waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return  # ECHILD: no children at all
+                break  # ECHILD: no children at all
             except InterruptedError:
                 continue
             if pid == 0:
-                return  # children remain, none has exited
+                break  # children remain, none has exited
             append((pid, status))
+        if signum is not None and self.wake is not None:
+            self.wake()

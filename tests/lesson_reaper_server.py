@@ -16,7 +16,7 @@ from forkserver.reaper import Reaper
 
 
 class SingleWaitReaper(Reaper):
-    def reap(self) -> None:
+    def reap(self, signum=None, frame=None) -> None:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:

@@ -205,7 +205,7 @@ class Connection:
             event = self.parser.next_event()
             if isinstance(event, RequestHead):
                 return event
-            if self.parser.in_message and head_deadline is None:
+            if head_deadline is None and self.parser.in_message:
                 head_deadline = time.monotonic() + self.settings.header_timeout
             try:
                 data = self._recv(head_deadline or deadline)
@@ -270,7 +270,8 @@ class Connection:
             if response.headers_sent:
                 raise ClientDisconnected from None  # a half-sent response cannot be repaired
             response.send_error(500)
-        self._log_access(head, environ, response)
+        if self.access_log:
+            self._log_access(head, environ, response)
         if self.counter is not None:
             self.counter.request(head.method, response.status_code, time.monotonic() - started, response.body_bytes)
         if not response.keep_alive or body.untouched_continue:
@@ -362,10 +363,9 @@ class Connection:
         self.sock.close()
 
     def _log_access(self, head: RequestHead, environ: dict, response: Response) -> None:
-        if self.access_log:
-            self.access_log.write(self.remote, f"{head.method} {environ['RAW_URI']} {head.version}",
-                                  response.status_code, response.body_bytes,
-                                  environ.get("HTTP_REFERER"), environ.get("HTTP_USER_AGENT"))
+        self.access_log.write(self.remote, f"{head.method} {environ['RAW_URI']} {head.version}",
+                              response.status_code, response.body_bytes,
+                              environ.get("HTTP_REFERER"), environ.get("HTTP_USER_AGENT"))
 
 
 def _server_strings(server_address) -> tuple[str, str]:

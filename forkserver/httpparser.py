@@ -229,6 +229,11 @@ class RequestParser:
                 raise HTTPError(501, f"method {method.decode('ascii')!r} is not implemented")
             replacement = b"GET" + pending[space:end + 4]
         self._method = method.decode("ascii")
+        # What llhttp's on_message_begin would reset, reset here: one Python call less per request.
+        self._url = b""
+        self._headers = []
+        self._in_trailers = False
+        self._body_seen = 0
         self._give(end + 4, replacement)
         return True
 
@@ -281,12 +286,6 @@ class RequestParser:
         return True
 
     # --- llhttp callbacks ---
-
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-        self._in_trailers = False
-        self._body_seen = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url

@@ -30,11 +30,6 @@ def http_date(now: float | None = None) -> str:
     return _date_cache[1]
 
 
-def body_forbidden(status: int, method: str) -> bool:
-    """1xx, 204 and 304 responses, and every answer to HEAD, carry no body."""
-    return method == "HEAD" or status < 200 or status in (204, 304)
-
-
 def encode_head(status_line: str, headers: list[tuple[str, str]]) -> bytes:
     lines = [f"HTTP/1.1 {status_line}"]
     lines.extend(f"{name}: {value}" for name, value in headers)

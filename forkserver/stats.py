@@ -61,6 +61,11 @@ class Region:
         os.ftruncate(fd, size)
         return cls(fd, capacity)
 
+    def close(self) -> None:
+        self.view.release()
+        self._map.close()
+        os.close(self.fd)
+
     def sums(self, first: int = 0, last: int = FIELDS) -> list[int]:
         """Counters first..last-1 summed over every slot used so far."""
         view = self.view

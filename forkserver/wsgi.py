@@ -14,7 +14,7 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from .log import log
-from .response import (HOP_BY_HOP, LAST_CHUNK, SERVER, body_forbidden, encode_chunk,
+from .response import (HOP_BY_HOP, LAST_CHUNK, SERVER, encode_chunk,
                        encode_head, error_response, http_date)
 
 
@@ -70,7 +70,7 @@ def request_environ(base: dict, head, body_stream) -> dict:
     environ = base.copy()
     path, query = _split_target(head.target)
     environ["REQUEST_METHOD"] = head.method
-    environ["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
+    environ["PATH_INFO"] = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
     environ["QUERY_STRING"] = query.decode("latin-1")
     environ["RAW_URI"] = head.target.decode("latin-1")
     environ["SERVER_PROTOCOL"] = head.version
@@ -174,7 +174,8 @@ class Response:
                 return
             if isinstance(result, (list, tuple)) and len(result) == 1 and not self.headers_sent:
                 # The whole body is known: one send, framed by its length.
-                self._check_started()
+                if self.status is None:
+                    self._check_started()
                 self._send_head(bytes(result[0]), known_length=len(result[0]))
             else:
                 for data in result:
@@ -187,7 +188,8 @@ class Response:
                 close()
 
     def finish(self) -> None:
-        self._check_started()
+        if self.status is None:
+            self._check_started()
         if not self.headers_sent:
             self._send_head(b"", known_length=0)
         elif self._chunked:
@@ -209,12 +211,15 @@ class Response:
     # --- framing ---
 
     def _check_started(self) -> None:
+        # Callers test self.status first: a call is pages written in every child.
         if self.status is None:
             raise AssertionError("the app returned without calling start_response()")
 
     def _send_head(self, first: bytes, known_length: int | None) -> None:
         head = self.head
-        self._no_body = body_forbidden(self.status_code, head.method)
+        status = self.status_code
+        # 1xx, 204 and 304 responses, and every answer to HEAD, carry no body.
+        self._no_body = head.method == "HEAD" or status < 200 or status == 204 or status == 304
         headers = []
         has_date = has_server = False
         for name, value in self.headers:

@@ -233,7 +233,7 @@ class Arbiter:
         listener_by_fd = self._listener_by_fd
         table = self.children
         running = table.running
-        exits, exited, terminated = self.reaper.exits, table.exited, table.terminated
+        exits, exited, terminated, reaped = self.reaper.exits, table.exited, table.terminated, table.reaped
         max_children = self.max_children
         free_slots, new_slot = self._free_slots, self.stats.new_slot
         fork, close = os.fork, os.close
@@ -247,7 +247,7 @@ class Arbiter:
                     exited(pid, status)
                 else:
                     free_slots.append(record[1])
-                    table.clean_exits += 1
+                    reaped[0] = reaped.get(0, 0) + 1
             if self._signals:
                 self._on_signals()
                 continue

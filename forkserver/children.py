@@ -30,7 +30,6 @@ class Children:
         self.metrics_forks = counters.get("metrics_forks", 0)
         self.timed_out = counters.get("timed_out", 0)
         self.reaped: dict[int, int] = {int(status): count for status, count in counters.get("reaped", {}).items()}
-        self.clean_exits = 0  # exits with status 0 the arbiter booked itself; counted in reaped[0]
         for pid, started, slot, terminated_at, killed in inherited:
             self.running[pid] = (started, slot)
             if terminated_at is not None:
@@ -126,12 +125,9 @@ class Children:
 
     def counters(self) -> dict:
         """For /metrics and for the next program after a hot upgrade."""
-        reaped = dict(self.reaped)
-        if self.clean_exits:
-            reaped[0] = reaped.get(0, 0) + self.clean_exits
-        forks = sum(reaped.values()) + len(self.running) - self.metrics_forks
+        forks = sum(self.reaped.values()) + len(self.running) - self.metrics_forks
         return {"forks": forks, "metrics_forks": self.metrics_forks, "timed_out": self.timed_out,
-                "reaped": {str(status): count for status, count in reaped.items()}}
+                "reaped": {str(status): count for status, count in self.reaped.items()}}
 
     def handover(self) -> list:
         return [(pid, started, slot, self.terminated.get(pid), pid in self.killed)

@@ -175,7 +175,7 @@ class Response:
             if isinstance(result, (list, tuple)) and len(result) == 1 and not self.headers_sent:
                 # The whole body is known: one send, framed by its length.
                 if self.status is None:
-                    self._check_started()
+                    self._not_started()
                 self._send_head(bytes(result[0]), known_length=len(result[0]))
             else:
                 for data in result:
@@ -189,7 +189,7 @@ class Response:
 
     def finish(self) -> None:
         if self.status is None:
-            self._check_started()
+            self._not_started()
         if not self.headers_sent:
             self._send_head(b"", known_length=0)
         elif self._chunked:
@@ -210,10 +210,11 @@ class Response:
 
     # --- framing ---
 
-    def _check_started(self) -> None:
-        # Callers test self.status first: a call is pages written in every child.
-        if self.status is None:
-            raise AssertionError("the app returned without calling start_response()")
+    @staticmethod
+    def _not_started() -> None:
+        # Called only when self.status is None: the test stays with the caller,
+        # since a call is pages written in every child.
+        raise AssertionError("the app returned without calling start_response()")
 
     def _send_head(self, first: bytes, known_length: int | None) -> None:
         head = self.head
@@ -280,7 +281,8 @@ class Response:
         filelike = wrapper.filelike
         if not hasattr(filelike, "fileno") or self.headers_sent:
             return False
-        self._check_started()
+        if self.status is None:
+            self._not_started()
         if not any(name.lower() == "content-length" for name, _ in self.headers):
             return False
         try:

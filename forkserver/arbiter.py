@@ -38,6 +38,7 @@ from .connection import Connection, ConnectionSettings
 from .log import log
 from .metrics import MetricsApp
 from .reaper import Reaper
+from .response import refresh_date
 from .listeners import BindError, open_listener, parse_address
 from .stats import Region, SlotCounter, Stats
 from .upgrade import Handover
@@ -143,7 +144,7 @@ class Arbiter:
         # What every child of a listener starts from (see Connection), built once here.
         for listener in self.listeners:
             listener.blank = Connection(_server_address(listener), self.app, self.connection_settings,
-                                        self.access_log, (self._retired, self.pid))
+                                        self.access_log, (self._retired, self.pid), SlotCounter(self.stats.current))
         gc.freeze()  # keep the app's objects out of the collector: fewer copy-on-write pages in children
         log.info("forkserver pid %d serving %s (max children %d)", self.pid,
                  ", ".join(("metrics at " if listener.metrics else "") + str(listener.address)
@@ -183,8 +184,8 @@ class Arbiter:
                     client.connect(("127.0.0.1", warm.address.port))
                     client.sendall(request)
                     fd, peer = warm.sock._accept()
-                    warm.blank = Connection(_server_address(warm), hello_app, settings)
-                    self._serve_connection(fd, peer, warm, SlotCounter(scratch, 0))
+                    warm.blank = Connection(_server_address(warm), hello_app, settings, counter=SlotCounter(scratch))
+                    self._serve_connection(fd, peer, warm, 0)
                     client.recv(65536)
         except (OSError, BindError) as exc:  # out of descriptors, no loopback: serve anyway
             log.warning("warm-up skipped (%s): each connection costs more until the next start", exc)
@@ -238,6 +239,7 @@ class Arbiter:
         free_slots, new_slot = self._free_slots, self.stats.new_slot
         fork, close = os.fork, os.close
         become_child = self._become_child  # looked up here: the parent never runs that call
+        date_stale_at = 0.0
         while not self._stopping:
             while exits:
                 pid, status = exits.popleft()
@@ -267,6 +269,8 @@ class Arbiter:
             except _Wakeup:
                 events = ()
             self._now = now = monotonic()
+            if now >= date_stale_at:  # see refresh_date: once a second here, not in every child
+                date_stale_at = now + refresh_date()
             for fd, _ in events:
                 listener = listener_by_fd.get(fd)
                 if listener is None:
@@ -425,7 +429,7 @@ class Arbiter:
                     os.close(inherited)
                 except OSError:
                     pass
-            self._serve_connection(fd, peer, listener, SlotCounter(self.stats.current, slot))
+            self._serve_connection(fd, peer, listener, slot)
         except BaseException:
             log.exception("child %d failed", os.getpid())
             status = 1
@@ -436,7 +440,7 @@ class Arbiter:
             finally:
                 os._exit(status)
 
-    def _serve_connection(self, fd: int, peer, listener, counter: SlotCounter) -> None:
+    def _serve_connection(self, fd: int, peer, listener, slot: int) -> None:
         """A child's work for one accepted connection (also the parent's warm-up)."""
         # The C socket type: socket.socket's Python layer (enum conversions,
         # makefile bookkeeping) would copy pages the child never needs.
@@ -447,10 +451,9 @@ class Arbiter:
             conn.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         if listener.metrics:  # a scrape: not one of the requests it counts
             Connection(_server_address(listener), MetricsApp(self._metrics_snapshot(), self.stats, self.pid),
-                       self.connection_settings, self.access_log, (self._retired, self.pid)).start(
-                conn, peer).serve()
+                       self.connection_settings, self.access_log, (self._retired, self.pid)).serve(conn, peer)
         else:
-            listener.blank.start(conn, peer, counter).serve()
+            listener.blank.serve(conn, peer, slot)
 
     def _metrics_snapshot(self) -> dict:
         """The parent's state as this (metrics) child was forked."""

@@ -131,10 +131,11 @@ class Connection:
     """One client connection, built in two steps so the parent can do the first.
 
     The parent builds a Connection for each listener before it forks (the
-    parser, the environ every request on it shares, the settings), and never
-    touches it again: every child starts with a pristine copy, and calls
-    ``start`` with its socket and client. So what does not depend on the
-    client costs a child nothing but the pages it then writes.
+    parser, the environ every request on it shares, the settings, the request
+    counter), and never touches it again: every child starts with a pristine
+    copy, and calls ``serve`` with its socket, client and counter slot. So what
+    does not depend on the client costs a child nothing but the pages it then
+    writes.
 
     ``parent`` is (a byte shared with the parent, the parent's pid). The
     connection is kept alive only while the byte is 0 (the parent sets it
@@ -145,7 +146,8 @@ class Connection:
     __slots__ = ("parent", "app", "settings", "access_log", "parser", "_base", "sock", "counter", "remote",
                  "started")
 
-    def __init__(self, server_address, app, settings: ConnectionSettings, access_log=None, parent=None):
+    def __init__(self, server_address, app, settings: ConnectionSettings, access_log=None, parent=None,
+                 counter=None):
         self.parent = parent
         self.app = app
         self.settings = settings
@@ -153,23 +155,21 @@ class Connection:
         self.parser = RequestParser(settings.limits)
         self._base = base_environ(_server_strings(server_address), ("", ""))
         self.sock = None
-        self.counter = None  # stats.SlotCounter: what this child served, for /metrics
+        self.counter = counter  # stats.SlotCounter: what this child served, for /metrics
         self.remote = ""
         self.started = 0.0
 
-    def start(self, sock, peer, counter=None) -> "Connection":
-        """This connection's socket, client address and counter slot; returns itself."""
+    # --- the loop ---
+
+    def serve(self, sock, peer, slot: int = 0) -> None:
+        """Serve the client at `peer` on `sock`, counting into `slot` of the counter, then close."""
         self.sock = sock
-        self.counter = counter
         self.started = time.monotonic()
         if isinstance(peer, tuple) and peer:  # a unix socket's peer has no address
             self.remote = self._base["REMOTE_ADDR"] = peer[0]
             self._base["REMOTE_PORT"] = str(peer[1])
-        return self
-
-    # --- the loop ---
-
-    def serve(self) -> None:
+        if self.counter is not None:
+            self.counter.slot = slot
         lingering = False
         try:
             if self.settings.proxy_protocol_from and not self._take_proxy_header():

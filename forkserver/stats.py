@@ -121,16 +121,17 @@ class Stats:
 
 
 class SlotCounter:
-    """A child's side: counts one connection's requests into its slot. Cheap on purpose."""
+    """A child's side: counts one connection's requests into its slot. Cheap on purpose:
+    the parent builds one before it forks, and a child only sets ``slot``."""
 
-    __slots__ = ("view", "base")
+    __slots__ = ("view", "slot")
 
-    def __init__(self, region: Region, slot: int):
+    def __init__(self, region: Region, slot: int = 0):
         self.view = region.view
-        self.base = slot * FIELDS
+        self.slot = slot
 
     def request(self, method: str, status: int, seconds: float, sent: int) -> None:
-        view, base = self.view, self.base
+        view, base = self.view, self.slot * FIELDS
         status_class = status // 100 - 1
         if 0 <= status_class < 5:
             view[base + REQUESTS + _METHOD_INDEX.get(method, 7) * 5 + status_class] += 1
@@ -139,7 +140,7 @@ class SlotCounter:
         view[base + DURATION_BUCKETS + bisect.bisect_left(BUCKETS, seconds)] += 1
 
     def refusal(self, status: int, sent: int) -> None:
-        view, base = self.view, self.base
+        view, base = self.view, self.slot * FIELDS
         view[base + REFUSED + _REFUSAL_INDEX.get(status, len(REFUSALS))] += 1
         view[base + BYTES] += sent
 

@@ -142,12 +142,17 @@ class Response:
             raise AssertionError("start_response called a second time without exc_info")
         # What the app sends is checked as strictly as what clients send: a CR,
         # LF or NUL in the status or a header would split the response.
-        if not isinstance(status, str) or not _STATUS.fullmatch(status):
+        # The usual case is decided by str methods, without the regular expressions:
+        # a printable string has none of the control characters refused.
+        if not isinstance(status, str) or not (
+                status[3:4] == " " and status[:3].isdigit() and status.isascii() and status[0] != "0"
+                and status.isprintable() or _STATUS.fullmatch(status)):
             raise AssertionError(f"invalid status line {status!r}")
         for name, value in headers:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise AssertionError(f"header {name!r}: {value!r} must be a pair of str")
-            if not _FIELD_NAME.fullmatch(name) or _BAD_FIELD_VALUE.search(value):
+            if not (name.isascii() and name.replace("-", "").isalnum() or _FIELD_NAME.fullmatch(name)) \
+                    or not value.isprintable() and _BAD_FIELD_VALUE.search(value):
                 raise AssertionError(f"header {name!r}: {value!r} is not a valid field (control character?)")
         self.status = status
         self.status_code = int(status[:3])

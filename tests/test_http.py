@@ -1,5 +1,6 @@
 """HTTP/1.1 over real sockets: framing, keep-alive, and every bad input's status."""
 
+import email.utils
 import json
 import socket
 import time
@@ -67,6 +68,20 @@ def test_curl_style_get_is_a_valid_http11_response(hello):
     assert headers[b"Date"].endswith(b" GMT")
     assert headers[b"Connection"] == b"close"
     assert body == b"Hello, World!"
+
+
+def test_date_is_current_after_the_server_was_idle(hello):
+    # The parent computes each second's Date for its children (response.refresh_date);
+    # a child forked after a quiet spell must still send the current one.
+    for pause in (0, 2.2, 1.1):
+        time.sleep(pause)
+        before = time.time()
+        reply = exchange(hello.port, b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        after = time.time()
+        date = next(line for line in reply.split(b"\r\n") if line.startswith(b"Date: "))[6:].decode()
+        sent = email.utils.parsedate_to_datetime(date).timestamp()
+        assert int(before) <= sent <= after, (date, before, after)
+        assert date == email.utils.formatdate(sent, usegmt=True)
 
 
 def test_keep_alive_serves_many_requests_in_one_child(hello):

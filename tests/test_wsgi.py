@@ -155,3 +155,43 @@ def test_body_shorter_than_its_content_length_ends_the_connection(serve):
     reply = exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert reply.count(b"HTTP/1.1 200") == 1 and reply.endswith(b"short")
     assert server.wait_for_log("app sent 5 of the 20 bytes")
+
+
+# start_response decides the usual status and fields with str methods and falls
+# back to the regular expressions: each case is checked against both, and
+# against the answer written here.
+@pytest.mark.parametrize("status, headers, valid", [
+    ("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")], True),
+    ("404 Not Found", [("X-Custom_Name", "a\tb")], True),           # tab in a value, _ in a name
+    ("200 Ça va", [("Set-Cookie", "k=v; Path=/")], True),          # non-ASCII reason phrase
+    ("599 x", [("!#$%&'*+-.^_`|~", "\x85")], True),                # every token character; NEL is not a control
+    ("200 ", [("-", "")], True),
+    ("200 OK\r\nX-Injected: 1", [], False),
+    ("200 OK\x7f", [], False),
+    ("099 Low", [], False),
+    ("20 OK", [], False),
+    ("2000 OK", [], False),
+    ("٢٠٠ OK", [], False),                                          # digits, but not ASCII ones
+    ("200 OK", [("Bad Name", "x")], False),
+    ("200 OK", [("Ünicode", "x")], False),
+    ("200 OK", [("", "x")], False),
+    ("200 OK", [("X", "a\nb")], False),
+    ("200 OK", [("X", "a\x00b")], False),
+    ("200 OK", [("X", "\x1f")], False),
+])
+def test_start_response_refuses_what_would_split_the_response(status, headers, valid):
+    from forkserver import wsgi
+    from forkserver.httpparser import RequestHead
+
+    head = RequestHead("GET", b"/", "HTTP/1.1", [], True, None, False, False)
+    reference = bool(wsgi._STATUS.fullmatch(status)) and all(
+        wsgi._FIELD_NAME.fullmatch(name) and not wsgi._BAD_FIELD_VALUE.search(value) for name, value in headers)
+    assert reference == valid
+    response = wsgi.Response(head, send=lambda data: None)
+    if valid:
+        response.start_response(status, headers)
+        assert response.status == status
+    else:
+        with pytest.raises(AssertionError):
+            response.start_response(status, headers)
+        assert response.status is None

@@ -358,7 +358,13 @@ class RequestParser:
                 expect_continue = version == "1.1"  # an HTTP/1.0 client does not wait for it
         if host is not None:
             if host != self._valid_host:
-                if not _HOST.fullmatch(host):
+                # A name or IPv4 address with an optional port is checked with bytes
+                # methods (a regular expression costs each child more pages); the rest
+                # by _HOST.
+                name, colon, port = host.partition(b":")
+                usual = ((not colon or not port or port.isdigit())
+                         and name.replace(b".", b"").replace(b"-", b"").isalnum())
+                if not usual and not _HOST.fullmatch(host):
                     raise HTTPError(400, f"invalid Host {host.decode('latin-1')!r}")
                 self._valid_host = host
         elif version == "1.1":

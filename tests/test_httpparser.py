@@ -132,12 +132,14 @@ def test_framing_routing_and_credentials_are_refused_as_trailers(trailer):
     assert refusal(data) == 400
 
 
-@pytest.mark.parametrize("host", [b"", b"user@h", b"h/path", b"a.example, b.example", b"h:80 x", b"[::1"])
+@pytest.mark.parametrize("host", [b"", b"user@h", b"h/path", b"a.example, b.example", b"h:80 x", b"[::1",
+                                  b"h:8o", b"h:80:90", b"h:-1", b"h\xc3\xa9.example", b"h\x00"])
 def test_invalid_host_is_400(host):
     assert refusal(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n") == 400
 
 
-@pytest.mark.parametrize("host", [b"h", b"h.example:8080", b"127.0.0.1", b"[::1]:80", b"xn--bcher-kva.example"])
+@pytest.mark.parametrize("host", [b"h", b"h.example:8080", b"127.0.0.1", b"[::1]:80", b"xn--bcher-kva.example",
+                                  b"h:", b"h_x.example", b"h~x:443"])
 def test_valid_host_is_served(host):
     assert events(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")[0].header(b"host") == host
 

@@ -198,6 +198,30 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, told the width: left to find it, argparse imports shutil,
+    which loads the bz2, lzma and zlib libraries into the server for good, and
+    every mapping the server holds is copied again at each fork."""
+
+    def __init__(self, prog, **kwargs):
+        kwargs.setdefault("width", _terminal_columns() - 2)  # as argparse does
+        super().__init__(prog, **kwargs)
+
+
+def _terminal_columns() -> int:
+    """shutil.get_terminal_size()'s width: $COLUMNS, else the terminal's, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", 0))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 def _argparse_type(option: Option):
     def convert(text):
         try:
@@ -210,7 +234,7 @@ def _argparse_type(option: Option):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="forkserver",
+        prog="forkserver", formatter_class=_HelpFormatter,
         description="A fork-per-connection HTTP/1.1 WSGI server. Every option can also be set "
                     "with an environment variable FORKSERVER_<OPTION>, e.g. FORKSERVER_MAX_CHILDREN=64.",
     )

@@ -31,7 +31,7 @@ import socket
 import sys
 import time
 
-from . import notify, upgrade
+from . import notify, stdstreams, upgrade
 from .app import hello_app
 from .children import KILL_AFTER, Children
 from .connection import Connection, ConnectionSettings
@@ -110,6 +110,7 @@ class Arbiter:
         # One shared byte children read before keeping a connection alive: set
         # when this parent stops or hands over, so their clients move on.
         self._retired = mmap.mmap(-1, 1)
+        self._std_streams = stdstreams.unbuffered  # a child flushes any other stream
         self.upgrader = Upgrader(self, handover, state_file, env_keys)
         self._notify = bool(os.environ.get("NOTIFY_SOCKET"))
         self._status_at = NEVER
@@ -435,8 +436,10 @@ class Arbiter:
             status = 1
         finally:
             try:
-                sys.stdout.flush()
-                sys.stderr.flush()
+                # Only streams other than the unbuffered ones (stdstreams) may hold output.
+                if sys.stdout is not self._std_streams[0] or sys.stderr is not self._std_streams[1]:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
             finally:
                 os._exit(status)
 

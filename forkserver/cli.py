@@ -19,6 +19,7 @@ from .connection import ConnectionSettings
 from .httpparser import Limits
 from .listeners import METRICS, BindError, open_listeners, parse_address
 from .loader import BUILTIN, AppLoadError, load_app
+from . import stdstreams
 from .upgrade import bind_symbols_now, execute, take_handover
 
 
@@ -72,6 +73,7 @@ def _fall_back(handover, reason: str, environ_before: dict) -> None:
 
 
 def _run(settings: Settings, handover=None) -> int:
+    stdstreams.unbuffer()  # before the app is imported: what it keeps of them is unbuffered
     app = load_app(settings.app, settings.chdir)
     if settings.check_config:
         _check_paths(settings)

@@ -1,5 +1,6 @@
 """WSGI apps the tests serve (imported by the server process as apps:NAME)."""
 
+import io
 import json
 import os
 import sys
@@ -225,3 +226,23 @@ def env_var(environ, start_response):
     body = os.environ.get(environ["QUERY_STRING"], "(unset)").encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+STDOUT_AT_IMPORT = sys.stdout  # as a logging handler made at import keeps it
+
+
+def printing(environ, start_response):
+    """Prints a line to stdout and to stderr, and one to the stdout kept at import
+    (tagged with the query); ?TAG&hang then never answers, so the child timeout
+    ends its child; ?TAG&own prints to a buffered stdout of the app's own."""
+    tag = environ["QUERY_STRING"].split("&")[0]
+    print(f"stdout-{tag}")
+    sys.stderr.write(f"stderr-{tag}\n")
+    STDOUT_AT_IMPORT.write(f"kept-{tag}\n")
+    if environ["QUERY_STRING"].endswith("&own"):  # a buffered stream of the app's own, never flushed by it
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)))
+        print(f"own-{tag}")
+    if environ["QUERY_STRING"].endswith("&hang"):
+        time.sleep(60)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]

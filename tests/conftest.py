@@ -22,7 +22,7 @@ class ServerProcess:
 
     def __init__(self, args, env=None, command=None):
         command = command or [sys.executable, "-m", "forkserver"]
-        full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(
             [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
             cwd=TESTS, text=True,

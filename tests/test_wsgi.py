@@ -195,3 +195,16 @@ def test_start_response_refuses_what_would_split_the_response(status, headers, v
         with pytest.raises(AssertionError):
             response.start_response(status, headers)
         assert response.status is None
+
+
+def test_what_the_app_prints_reaches_the_log_even_when_its_child_is_ended(serve):
+    # stdout is a pipe here, block-buffered by default (the other tests run with
+    # PYTHONUNBUFFERED=1): the server unbuffers it.
+    server = serve("apps:printing", "--child-timeout", "1", env={"PYTHONUNBUFFERED": ""})
+    assert requests.get(server.url + "/?served", timeout=5).text == "ok"
+    assert all(server.wait_for_log(f"{line}-served") for line in ("stdout", "stderr", "kept")), server.log
+    with pytest.raises(requests.RequestException):
+        requests.get(server.url + "/?ended&hang", timeout=10)  # SIGTERM after 1 s: no answer
+    assert all(server.wait_for_log(f"{line}-ended") for line in ("stdout", "stderr", "kept")), server.log
+    assert requests.get(server.url + "/?mine&own", timeout=5).text == "ok"
+    assert server.wait_for_log("own-mine"), server.log  # flushed by the child as it exits

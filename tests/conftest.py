@@ -102,9 +102,21 @@ class ServerProcess:
         self._reader.join(5)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test, so a fixture can tell a failed test at teardown."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
+
+
 @pytest.fixture
-def start_server():
-    """start_server(*args, env=...) -> ServerProcess; every server is stopped afterwards."""
+def start_server(request):
+    """start_server(*args, env=...) -> ServerProcess; every server is stopped afterwards.
+
+    When the test failed, each server's log is printed (pytest shows it with
+    the failure): a failure seen only in CI can then be read, not guessed.
+    """
     servers = []
 
     def start(*args, env=None, command=None, bind="127.0.0.1:0"):
@@ -118,6 +130,11 @@ def start_server():
     yield start
     for server in servers:
         server.kill()
+    failed = getattr(request.node, "report_call", None)
+    if failed is not None and failed.failed:
+        for server in servers:
+            print(f"--- log of forkserver pid {server.pid} (last 200 lines)")
+            print("".join(server.lines[-200:]), end="")
 
 
 def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):

@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     except PermissionError:
         return _say(f"not allowed to signal pid {pid}", 1)
     deadline = time.monotonic() + args.timeout
+    state = before
     while time.monotonic() < deadline:
         time.sleep(0.1)
         try:
@@ -52,7 +53,9 @@ def main(argv=None) -> int:
             return _say(f"pid {pid} upgraded to generation {state['generation']} "
                         f"(forkserver {state.get('version')}, {state.get('release')})", 0)
         return _say(f"upgrade failed, the previous code still serves: {last.get('reason', 'unknown reason')}", 1)
-    return _say(f"no outcome within {args.timeout:g}s", 1)
+    return _say(f"no outcome within {args.timeout:g}s: pid {state['pid']} "
+                f"{'runs' if _alive(state['pid']) else 'is gone'}, and the state file still records "
+                f"{state.get('upgrades', 0)} upgrade(s), generation {state.get('generation')}", 1)
 
 
 def _alive(pid: int) -> bool:

@@ -161,6 +161,24 @@ def test_app_that_does_not_import_leaves_the_old_code_serving(start_server, tmp_
     assert requests.get(server.url + "/hello", timeout=5).text == "Hello, World!"
 
 
+def test_reload_without_an_outcome_says_what_the_state_file_still_records(tmp_path):
+    # A process that ignores SIGHUP stands for a server whose upgrade never ends.
+    deaf = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, "
+                             "signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert deaf.stdout.readline() == "ready\n"
+        state = tmp_path / "state.json"
+        state.write_text(json.dumps({"pid": deaf.pid, "generation": 4, "upgrades": 6}))
+        done = subprocess.run([*RELOAD, str(state), "--timeout", "0.5"], capture_output=True, text=True, timeout=30)
+    finally:
+        deaf.kill()
+        deaf.wait()
+    assert done.returncode == 1
+    assert done.stderr == (f"forkserver-reload: no outcome within 0.5s: pid {deaf.pid} runs, and the state file "
+                           "still records 6 upgrade(s), generation 4\n")
+
+
 RELEASE_SCRIPT = """\
 #!{python}
 import os, sys

@@ -2,10 +2,9 @@
 
 Signal handlers only record (the signal number, or the exits the reaper
 collected, in a queue); this loop acts on them between accepts. A handler ends
-the loop's wait early (by raising, which is the only way to stop a poll that
-Python retries after a signal) only when the loop must act at once, and only
-while the loop is waiting, never in the middle of its bookkeeping. Every
-signal's meaning is in SIGNALS below.
+the loop's wait early, by a byte on the wakeup pipe (wakeup.py), only when the
+loop must act at once; a handler never raises, so it can interrupt nothing
+halfway. Every signal's meaning is in SIGNALS below.
 
 The loop is shaped for its one frequent job: a listener is readable, accept,
 fork, note the child, close the descriptor. A child's exit is reaped at once by
@@ -43,6 +42,7 @@ from .listeners import BindError, open_listener, parse_address
 from .stats import Region, SlotCounter, Stats
 from .upgrade import Handover
 from .upgrader import Upgrader
+from .wakeup import WakeupPipe
 
 SIGNALS = {
     signal.SIGTERM: "graceful stop: stop accepting, let children finish for up to --graceful-timeout, "
@@ -73,10 +73,6 @@ IDLE_TICK_MS = 1000       # and while none is
 NEVER = float("inf")
 
 
-class _Wakeup(Exception):
-    """Raised by a signal handler to end the loop's wait (see the module's docstring)."""
-
-
 class Arbiter:
     def __init__(self, app, listeners, *, max_children=1024, child_timeout=30.0, graceful_timeout=30.0,
                  connection_settings=ConnectionSettings(), access_log=None, reaper=None,
@@ -98,7 +94,8 @@ class Arbiter:
         self._poll = select.poll()
         self._listening = False
         self._listener_by_fd = {listener.fileno(): listener for listener in listeners}
-        self._waiting = False           # the loop is in poll(): a handler may end the wait
+        self._wakeup = WakeupPipe()     # a handler's way to end the wait (wakeup.py)
+        self._poll.register(self._wakeup.fileno(), select.POLLIN)
         self._now = time.monotonic()    # read once per wakeup
         self._paused_until = 0.0        # accepting paused (no descriptors, fork failing) until then
         self._accept_failing = False
@@ -209,9 +206,7 @@ class Arbiter:
             _signal_in_child(signum)
             return
         self._signals.append(signum)
-        if self._waiting:
-            self._waiting = False
-            raise _Wakeup
+        self._wakeup.wake()
 
     def _update_wake(self) -> None:
         """Let the SIGCHLD handler end the wait only while an exit must be acted on
@@ -219,12 +214,7 @@ class Arbiter:
         while stopping. Otherwise an exit is booked at the next wakeup and costs
         none of its own. Called wherever one of these three changes."""
         urgent = not self._listening or self.upgrader.check is not None or self._stopping
-        self.reaper.wake = self._wake_from_reaper if urgent else None
-
-    def _wake_from_reaper(self) -> None:
-        if self._waiting:
-            self._waiting = False
-            raise _Wakeup
+        self.reaper.wake = self._wakeup.wake if urgent else None
 
     # --- the loop ---
 
@@ -241,6 +231,8 @@ class Arbiter:
         fork, close = os.fork, os.close
         become_child = self._become_child  # looked up here: the parent never runs that call
         date_stale_at = 0.0
+        wakeup = self._wakeup
+        wakeup_fd = wakeup.fileno()
         while not self._stopping:
             while exits:
                 pid, status = exits.popleft()
@@ -258,24 +250,22 @@ class Arbiter:
             if (len(running) < max_children and now >= self._paused_until) != self._listening:
                 self._set_listening(not self._listening)
             deadline = self._next_deadline() if self._deadline_stale else self._deadline
-            try:
-                self._waiting = True
-                # Deadlines are met to within TICK: waking a few times a second
-                # while children run is cheaper than working out a timeout each time.
-                # The wait is never endless: a signal landing between the check of
-                # _signals and the start of poll() does not interrupt it, and is
-                # then acted on at the next tick.
-                events = () if self._signals else poll(IDLE_TICK_MS if deadline == NEVER else TICK_MS)
-                self._waiting = False
-            except _Wakeup:
-                events = ()
+            # Deadlines are met to within TICK: waking a few times a second
+            # while children run is cheaper than working out a timeout each time.
+            # The wait is never endless: a signal landing just as poll() starts
+            # may be handled only after it returns, and is then acted on at the
+            # next tick.
+            events = poll(IDLE_TICK_MS if deadline == NEVER else TICK_MS)
             self._now = now = monotonic()
             if now >= date_stale_at:  # see refresh_date: once a second here, not in every child
                 date_stale_at = now + refresh_date()
             for fd, _ in events:
                 listener = listener_by_fd.get(fd)
                 if listener is None:
-                    self.upgrader.check.read()  # the only other descriptor polled
+                    if fd == wakeup_fd:
+                        wakeup.drain()  # what woke the loop is acted on at the top
+                    else:
+                        self.upgrader.check.read()  # the only other descriptor polled
                     continue
                 # One connection per readiness: poll says when there is another.
                 if len(running) >= max_children:
@@ -566,13 +556,9 @@ class Arbiter:
 
     def _wait(self, seconds: float) -> None:
         """While stopping: wait for an exit or a signal at most `seconds`, then act on them."""
-        try:
-            self._waiting = True
-            if not self._signals and not self.reaper.exits:
-                self._poll.poll(max(0, min(int(seconds * 1000) + 1, TICK_MS)))
-            self._waiting = False
-        except _Wakeup:
-            pass
+        if not self._signals and not self.reaper.exits:
+            self._poll.poll(max(0, min(int(seconds * 1000) + 1, TICK_MS)))
+        self._wakeup.drain()
         self.reaper.reap()  # in case a SIGCHLD was merged with one already handled
         self.book_exits()
         self._on_signals()

@@ -26,6 +26,8 @@ class Reaper:
         self.exits: collections.deque[tuple[int, int]] = collections.deque()
         # Called after reaping, from the handler, while the owner must act on
         # an exit at once (the arbiter sets and clears it); None otherwise.
+        # It must not raise: the handler may have interrupted anything, itself
+        # included, between a waitpid() and the append that records its exit.
         self.wake = None
         self._owner = 0
 

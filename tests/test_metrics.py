@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import threading
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -63,6 +64,37 @@ def test_a_burst_moves_requests_and_forks_by_exactly_its_size(start_server):
         total(after, "forkserver_children_reaped_total") + total(after, "forkserver_children")
     assert total(after, "forkserver_zombies") == 0
     assert total(after, "forkserver_max_children") == 1024
+
+
+def test_no_exit_is_lost_while_the_server_is_at_its_cap(start_server):
+    # At the cap every exit must wake the loop (it frees a place), so exits
+    # come fast and signals land inside the SIGCHLD handler itself; an exit
+    # lost there would leave a child counted as running for good.
+    server = start(start_server, "--max-children", "2")
+    threads, each = 8, 150
+    errors = []
+
+    def client():
+        for _ in range(each):
+            try:
+                reply = exchange(server.port, b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if status_of(reply) != 200:
+                    errors.append(reply[:40])
+            except OSError as exc:
+                errors.append(repr(exc))
+
+    clients = [threading.Thread(target=client) for _ in range(threads)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join()
+    assert errors == [], errors[:3]
+    at_rest(server)
+    samples = scrape(server)
+    assert total(samples, "forkserver_forks_total", listener="app") == threads * each
+    assert total(samples, "forkserver_children") == 0
+    assert total(samples, "forkserver_children_reaped_total") == total(samples, "forkserver_forks_total")
+    assert server.stop(timeout=10) == 0  # a child counted but gone would hold the graceful stop
 
 
 def test_refusals_and_statuses_are_counted(start_server):

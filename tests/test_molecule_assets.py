@@ -6,12 +6,15 @@ script and the scenario files. The launchd stand-in of the macos scenario
 has its own tests, in test_launchd_standin.py.
 """
 
+import json
 import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from role_helpers import ansible_tool
 
 yaml = pytest.importorskip("yaml")  # comes with ansible-core (the deploy extra)
 
@@ -157,3 +160,24 @@ def test_macos_host_scenario_only_runs_on_darwin():
     assert conf["driver"]["options"]["managed"] is False
     (host_vars,) = conf["provisioner"]["inventory"]["host_vars"].values()
     assert host_vars["fs_only_on"] == "Darwin"
+
+
+@pytest.mark.parametrize("name", ["default", "macos", "fleet"])
+def test_podman_scenarios_use_the_pipelined_connection(name):
+    provisioner = scenario(name)["provisioner"]
+    assert provisioner["connection_options"]["ansible_connection"] == "forkserver_podman"
+    plugins = provisioner["env"]["ANSIBLE_CONNECTION_PLUGINS"].replace("${MOLECULE_PROJECT_DIRECTORY}", str(ROOT))
+    assert (Path(plugins) / "forkserver_podman.py").is_file()
+
+
+def test_pipelined_connection_loads_with_its_options(tmp_path):
+    """ansible-doc reads the plugin's options the way ansible-playbook does:
+    a typo in them would fail every task of the scenarios."""
+    env = dict(os.environ, ANSIBLE_CONNECTION_PLUGINS=str(MOLECULE / "shared" / "plugins" / "connection"),
+               ANSIBLE_LOCAL_TEMP=str(tmp_path), ANSIBLE_HOME=str(tmp_path))
+    proc = subprocess.run([ansible_tool("ansible-doc"), "-t", "connection", "--json", "forkserver_podman"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    options = json.loads(proc.stdout)["forkserver_podman"]["doc"]["options"]
+    assert options["pipelining"]["default"] is True
+    assert {"remote_addr", "podman_executable"} <= set(options)

@@ -360,6 +360,9 @@ INCLUDE_ROLE = """\
         ({"forkserver_releases_kept": 0}, "forkserver_releases_kept"),
         ({"forkserver_venv": "/opt/fs"}, "forkserver_venv"),
         ({"forkserver_install_dir": "opt/fs"}, "forkserver_install_dir"),
+        ({"forkserver_verify_timeout": 0}, "forkserver_verify_timeout"),
+        ({"forkserver_verify_retries": -1}, "forkserver_verify_retries"),
+        ({"forkserver_verify_delay": "soon"}, "forkserver_verify_delay"),
     ],
 )
 def test_wrong_variable_fails_naming_it(tmp_path, extra, name):

@@ -89,28 +89,36 @@ def assert_refused_naming(proc, name):
     assert stats["changed"] == 0
 
 
-RENDER_PLAYBOOK = """\
-- name: Render the forkserver role's templates
-  hosts: localhost
-  gather_facts: true
-  gather_subset: [min]
-  vars_files:
-    - {role}/defaults/main.yml
-    - {role}/vars/main.yml
-  vars:
-    role_path: {role}
-  tasks:
-    - name: Render
-      ansible.builtin.template:
-        src: "{role}/templates/{{{{ item.src }}}}"
-        dest: "{out}/{{{{ item.dest }}}}"
-        mode: "0644"
-      loop:
-        - {{src: forkserver.service.j2, dest: "{{{{ forkserver_service_name }}}}.service"}}
-        - {{src: forkserver.env.j2, dest: forkserver.env}}
-        - {{src: forkserver.plist.j2, dest: forkserver.plist}}
-        - {{src: forkserver.newsyslog.conf.j2, dest: forkserver.newsyslog.conf}}
-"""
+def render_playbook(role, out, templates, *, facts=False):
+    """A playbook that renders the role's templates into out with its defaults
+    and vars; templates maps each template (under templates/) to its file name
+    in out, which may be a Jinja expression. facts: gather the minimal facts
+    and set role_path, for templates that read them."""
+    items = "".join('        - {src: %s, dest: "%s"}\n' % (src, dest) for src, dest in templates.items())
+    return (
+        "- name: Render the role's templates\n"
+        "  hosts: localhost\n"
+        + ("  gather_facts: true\n  gather_subset: [min]\n" if facts else "  gather_facts: false\n")
+        + "  vars_files:\n"
+        f"    - {role}/defaults/main.yml\n"
+        f"    - {role}/vars/main.yml\n"
+        + (f"  vars:\n    role_path: {role}\n" if facts else "")
+        + "  tasks:\n"
+        "    - name: Render\n"
+        "      ansible.builtin.template:\n"
+        f'        src: "{role}/templates/{{{{ item.src }}}}"\n'
+        f'        dest: "{out}/{{{{ item.dest }}}}"\n'
+        '        mode: "0644"\n'
+        "      loop:\n" + items
+    )
+
+
+FORKSERVER_TEMPLATES = {
+    "forkserver.service.j2": "{{ forkserver_service_name }}.service",
+    "forkserver.env.j2": "forkserver.env",
+    "forkserver.plist.j2": "forkserver.plist",
+    "forkserver.newsyslog.conf.j2": "forkserver.newsyslog.conf",
+}
 
 
 class Rendered:
@@ -166,7 +174,7 @@ def render(tmp_path, extra_vars=None):
         fake.chmod(0o755)
     merged = {"forkserver_install_dir": str(install)}
     merged.update(extra_vars or {})
-    proc = run_playbook(tmp_path, RENDER_PLAYBOOK.format(role=ROLE, out=out), merged)
+    proc = run_playbook(tmp_path, render_playbook(ROLE, out, FORKSERVER_TEMPLATES, facts=True), merged)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return Rendered(out, merged.get("forkserver_service_name", "forkserver"))
 

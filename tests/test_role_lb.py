@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from role_helpers import REPO, ansible_env, ansible_tool, assert_refused_naming, failures
+from role_helpers import REPO, ansible_env, ansible_tool, assert_refused_naming, failures, render_playbook
 
 LB_ROLE = REPO / "roles" / "forkserver_lb"
 
@@ -27,23 +27,7 @@ web2 ansible_host=192.0.2.11 forkserver_lb_server_port=9000
 web3 forkserver_lb_server_address=10.0.0.13
 """
 
-RENDER = """\
-- name: Render the balancer's configuration
-  hosts: localhost
-  gather_facts: false
-  vars_files:
-    - {role}/defaults/main.yml
-    - {role}/vars/main.yml
-  tasks:
-    - name: Render
-      ansible.builtin.template:
-        src: "{role}/templates/{{{{ item.src }}}}"
-        dest: "{out}/{{{{ item.dest }}}}"
-        mode: "0644"
-      loop:
-        - {{src: haproxy.cfg.j2, dest: haproxy.cfg}}
-        - {{src: haproxy-hardening.conf.j2, dest: hardening.conf}}
-"""
+LB_TEMPLATES = {"haproxy.cfg.j2": "haproxy.cfg", "haproxy-hardening.conf.j2": "hardening.conf"}
 
 INCLUDE_ROLE = """\
 - name: Apply the balancer role with a wrong variable
@@ -71,7 +55,7 @@ def play(tmp_path, text, extra_vars=None, json_output=False):
 def render(tmp_path, extra_vars=None):
     out = tmp_path / "out"
     out.mkdir()
-    proc = play(tmp_path, RENDER.format(role=LB_ROLE, out=out), extra_vars)
+    proc = play(tmp_path, render_playbook(LB_ROLE, out, LB_TEMPLATES), extra_vars)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return (out / "haproxy.cfg").read_text(), (out / "hardening.conf").read_text()
 

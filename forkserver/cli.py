@@ -20,7 +20,7 @@ from .httpparser import Limits
 from .listeners import METRICS, BindError, open_listeners, parse_address
 from .loader import BUILTIN, AppLoadError, load_app
 from . import stdstreams
-from .upgrade import bind_symbols_now, execute, take_handover
+from .upgrade import execute, start_with_forking_settings, take_handover
 
 
 
@@ -31,7 +31,7 @@ class StartupError(Exception):
 
 def main(argv=None) -> int:
     if argv is None:
-        bind_symbols_now()
+        start_with_forking_settings()
     handover = take_handover()  # set when this program was started by a hot upgrade
     environ_before = dict(os.environ)  # the previous code's settings, should it have to run again
     try:

@@ -23,6 +23,8 @@ import signal
 import sys
 from typing import NamedTuple
 
+from . import forkenv
+
 HANDOVER_VARIABLE = "FORKSERVER_HANDOVER"
 # Signals that must wait while the process is between two programs: their
 # handlers are gone at exec, and SIGTERM's default action would end it.
@@ -60,28 +62,14 @@ def take_handover() -> Handover | None:
     return Handover.decode(text) if text else None
 
 
-def bind_symbols_now() -> None:
-    """On Linux, run this program again with every shared-library symbol bound at start.
+def start_with_forking_settings() -> None:
+    """On Linux, run this program again with the C runtime settings that make forks cheap (forkenv.py).
 
-    The dynamic linker otherwise binds a symbol on its first call, writing a
-    GOT page; after a fork that write copies the page in each child that
-    calls the function first. Binding everything once, before any fork, was
-    measured to save about 10 page faults and some CPU per connection. The
-    variable is removed again at once, so the app's own programs do not
-    inherit it; a hot upgrade passes it on (see execute()). Set
-    FORKSERVER_BIND_NOW=0 to turn this off (say, for an extension module
-    that only loads with lazy binding).
+    Not for a one-off run (--check-config, --help, --version): it forks nothing.
     """
-    if (not sys.platform.startswith("linux") or os.environ.get("FORKSERVER_BIND_NOW") == "0"
-            or "--check-config" in sys.argv or "--help" in sys.argv or "--version" in sys.argv):
+    if "--check-config" in sys.argv or "--help" in sys.argv or "--version" in sys.argv:
         return
-    if os.environ.pop("LD_BIND_NOW", None) == "1" and os.environ.pop(_BOUND, None) == "1":
-        return  # this is the re-executed program
-    command = this_command()
-    os.execve(command[0], command, {**os.environ, "LD_BIND_NOW": "1", _BOUND: "1"})
-
-
-_BOUND = "FORKSERVER_BOUND_NOW"
+    forkenv.start_with_forking_settings(this_command())
 
 
 def this_command() -> list[str]:
@@ -130,9 +118,8 @@ def execute(handover: Handover, command: list[str]) -> None:
             stream.flush()
         except (OSError, ValueError):
             pass
-    environment = dict(os.environ)
-    if sys.platform.startswith("linux") and os.environ.get("FORKSERVER_BIND_NOW") != "0":
-        environment.update(LD_BIND_NOW="1", **{_BOUND: "1"})  # no second exec to bind symbols
+    # The new code gets the forking settings here, so it need not execute itself again.
+    environment = forkenv.forking_environment(os.environ) if forkenv.wanted() else dict(os.environ)
     try:
         os.execve(command[0], command, environment)
     except OSError:

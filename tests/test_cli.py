@@ -225,12 +225,35 @@ def test_backlog_reaches_the_kernel_which_alone_caps_it(start_server, backlog):
     assert _listen_queue_limit(server.port) == min(backlog, _somaxconn())
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="eager binding is done on Linux only")
-def test_symbols_are_bound_at_start_without_the_app_seeing_it(start_server):
-    server = start_server("apps:env_var")
-    # the parent runs with every symbol bound (LD_BIND_NOW was in its exec environment)...
-    with open(f"/proc/{server.pid}/environ", "rb") as handle:
-        assert b"LD_BIND_NOW=1" in handle.read().split(b"\0")
-    # ...and neither variable reaches the app or what it starts
-    for name in ("LD_BIND_NOW", "FORKSERVER_BOUND_NOW"):
+def _exec_environment(pid: int) -> list[bytes]:
+    with open(f"/proc/{pid}/environ", "rb") as handle:
+        return handle.read().split(b"\0")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the forking settings are made on Linux only")
+def test_forking_settings_are_made_at_start_without_the_app_seeing_them(start_server):
+    server = start_server("apps:env_var", env={"GLIBC_TUNABLES": ""})
+    # the parent runs with every symbol bound and no fastbins (both were in its exec environment)...
+    environment = _exec_environment(server.pid)
+    assert b"LD_BIND_NOW=1" in environment
+    assert b"GLIBC_TUNABLES=glibc.malloc.mxfast=0" in environment
+    # ...and none of the variables reaches the app or what it starts
+    for name in ("LD_BIND_NOW", "GLIBC_TUNABLES", "FORKSERVER_BOUND_NOW", "FORKSERVER_GLIBC_TUNABLES"):
         assert requests.get(f"{server.url}/?{name}", timeout=5).text == "(unset)"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the forking settings are made on Linux only")
+def test_users_own_glibc_tunables_win_and_reach_the_app(start_server):
+    own = "glibc.malloc.mxfast=64:glibc.malloc.tcache_count=0"
+    server = start_server("apps:env_var", env={"GLIBC_TUNABLES": own})
+    # (glibc rewrites the variable in the process's own copy, so /proc shows less than was passed)
+    assert requests.get(f"{server.url}/?GLIBC_TUNABLES", timeout=5).text == own
+    assert requests.get(f"{server.url}/?FORKSERVER_GLIBC_TUNABLES", timeout=5).text == "(unset)"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the forking settings are made on Linux only")
+def test_forking_settings_can_be_turned_off(start_server):
+    server = start_server(env={"FORKSERVER_BIND_NOW": "0", "GLIBC_TUNABLES": ""})
+    environment = _exec_environment(server.pid)
+    assert b"LD_BIND_NOW=1" not in environment
+    assert not any(item.startswith(b"GLIBC_TUNABLES=glibc.malloc.mxfast=0") for item in environment)

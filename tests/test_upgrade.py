@@ -127,6 +127,20 @@ def test_changed_settings_and_app_variables_take_effect(start_server, tmp_path, 
     assert requests.get(server.url + "/?APP_GREETING", timeout=5).text == "(unset)"  # removed from the file
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the forking settings are made on Linux only")
+def test_new_code_starts_with_the_forking_settings_and_the_app_keeps_its_own(start_server, tmp_path,
+                                                                               settings_file):
+    own = "glibc.malloc.tcache_count=0"
+    server, state = start(start_server, tmp_path, settings_file, "apps:env_var", env={"GLIBC_TUNABLES": own})
+    assert reload(state).returncode == 0
+    with open(f"/proc/{server.pid}/environ", "rb") as handle:  # the new code's exec environment
+        environment = handle.read().split(b"\0")
+    assert b"LD_BIND_NOW=1" in environment
+    assert any(item.startswith(b"GLIBC_TUNABLES=glibc.malloc.mxfast=0") for item in environment)
+    assert requests.get(server.url + "/?GLIBC_TUNABLES", timeout=5).text == own
+    assert requests.get(server.url + "/?LD_BIND_NOW", timeout=5).text == "(unset)"
+
+
 def test_a_new_listener_is_opened_and_a_dropped_one_closed(start_server, tmp_path, settings_file):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

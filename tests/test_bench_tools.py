@@ -79,6 +79,23 @@ def test_forkcost_measures_forkserver_in_every_mode():
     assert 0 < number(pss["parent PSS MB"]) <= number(pss["parent RSS MB"]) < 1000, pss
 
 
+@pytest.mark.skipif(not LINUX, reason="bench/forkcost reads /proc: its Linux-only exit is tested below")
+def test_forkcost_close_mode_with_clients_at_once():
+    res = forkcost("-n", "60", "--clients", "8", "--rounds", "1", "--warmup", "10", "--only", "forkserver")
+    assert res.returncode == 0, res.stderr
+    assert "from 8 clients at once" in res.stdout
+    close = markdown_tables(res.stdout)["close"]["forkserver"]
+    assert close["failures"] == "0", close
+    assert 0 < number(close["child faults"]) < 5000, close
+
+
+@pytest.mark.skipif(not LINUX, reason="the tool stops before it reads its arguments elsewhere")
+def test_forkcost_refuses_more_clients_than_connections():
+    res = forkcost("-n", "10", "--clients", "20")
+    assert res.returncode == 2
+    assert "--clients must not exceed --connections" in res.stderr
+
+
 @pytest.mark.skipif(not LINUX, reason="the tool stops before any server starts elsewhere")
 def test_forkcost_no_matching_server():
     res = forkcost("--only", "no-such-server")

@@ -55,9 +55,7 @@ def start_with_forking_settings(command: list[str]) -> None:
     In the program run again, take the settings back out of the environment
     and return. Returns at once where they do not apply.
     """
-    if not wanted():
-        return
-    if os.environ.pop(_MARK, None) == "1":
+    if os.environ.pop(_MARK, None) == "1":  # first, so they go even where now turned off
         os.environ.pop(BIND_NOW, None)
         user_tunables = os.environ.pop(_USER_TUNABLES, None)
         if os.environ.get(TUNABLES, "").split(":")[0] == NO_FASTBINS:  # ours (not so from an older release)
@@ -66,4 +64,5 @@ def start_with_forking_settings(command: list[str]) -> None:
             else:
                 os.environ[TUNABLES] = user_tunables
         return
-    os.execve(command[0], command, forking_environment(os.environ))
+    if wanted():
+        os.execve(command[0], command, forking_environment(os.environ))

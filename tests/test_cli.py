@@ -251,6 +251,17 @@ def test_users_own_glibc_tunables_win_and_reach_the_app(start_server):
     assert requests.get(f"{server.url}/?FORKSERVER_GLIBC_TUNABLES", timeout=5).text == "(unset)"
 
 
+def test_forking_settings_are_taken_out_even_when_turned_off_since(start_server):
+    # As a hot upgrade hands them to new code whose environment now says FORKSERVER_BIND_NOW=0.
+    server = start_server("apps:env_var", env={
+        "FORKSERVER_BIND_NOW": "0", "FORKSERVER_BOUND_NOW": "1", "LD_BIND_NOW": "1",
+        "GLIBC_TUNABLES": "glibc.malloc.mxfast=0:glibc.malloc.tcache_count=0",
+        "FORKSERVER_GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"})
+    for name in ("FORKSERVER_BOUND_NOW", "LD_BIND_NOW", "FORKSERVER_GLIBC_TUNABLES"):
+        assert requests.get(f"{server.url}/?{name}", timeout=5).text == "(unset)"
+    assert requests.get(f"{server.url}/?GLIBC_TUNABLES", timeout=5).text == "glibc.malloc.tcache_count=0"
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the forking settings are made on Linux only")
 def test_forking_settings_can_be_turned_off(start_server):
     server = start_server(env={"FORKSERVER_BIND_NOW": "0", "GLIBC_TUNABLES": ""})

@@ -142,7 +142,8 @@ class Arbiter:
         # What every child of a listener starts from (see Connection), built once here.
         for listener in self.listeners:
             listener.blank = Connection(_server_address(listener), self.app, self.connection_settings,
-                                        self.access_log, (self._retired, self.pid), SlotCounter(self.stats.current))
+                                        self.access_log, (self._retired, self.pid), SlotCounter(self.stats.current),
+                                        ends_child=self._std_streams)
         gc.freeze()  # keep the app's objects out of the collector: fewer copy-on-write pages in children
         log.info("forkserver pid %d serving %s (max children %d)", self.pid,
                  ", ".join(("metrics at " if listener.metrics else "") + str(listener.address)
@@ -424,7 +425,7 @@ class Arbiter:
         except BaseException:
             log.exception("child %d failed", os.getpid())
             status = 1
-        finally:
+        finally:  # when the connection did not end the child itself (Connection.ends_child)
             try:
                 # Only streams other than the unbuffered ones (stdstreams) may hold output.
                 if sys.stdout is not self._std_streams[0] or sys.stderr is not self._std_streams[1]:

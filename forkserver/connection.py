@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
 from typing import NamedTuple
 
@@ -144,11 +145,14 @@ class Connection:
     """
 
     __slots__ = ("parent", "app", "settings", "access_log", "parser", "_base", "sock", "counter", "remote",
-                 "started")
+                 "started", "ends_child")
 
     def __init__(self, server_address, app, settings: ConnectionSettings, access_log=None, parent=None,
-                 counter=None):
+                 counter=None, ends_child=None):
         self.parent = parent
+        # The unbuffered (stdout, stderr) pair when serving this connection is a
+        # forked child's last work; then ``serve`` ends the child itself.
+        self.ends_child = ends_child
         self.app = app
         self.settings = settings
         self.access_log = access_log
@@ -193,6 +197,17 @@ class Connection:
             pass
         finally:
             self._close(lingering or self.parser.unread)
+        if self.ends_child is not None:
+            # The child ends here: returning would free the request's objects,
+            # writing pages only to exit then. Written out, not called: calling
+            # code the parent never ran costs each child pages of its own.
+            stdout, stderr = self.ends_child
+            try:
+                if sys.stdout is not stdout or sys.stderr is not stderr:  # the app's own: may hold output
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+            finally:
+                os._exit(0)
 
     def _read_head(self, first: bool) -> RequestHead | None:
         """The next request head; None when the client is gone or was idle too long."""

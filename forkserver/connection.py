@@ -145,14 +145,15 @@ class Connection:
     """
 
     __slots__ = ("parent", "app", "settings", "access_log", "parser", "_base", "sock", "counter", "remote",
-                 "started", "ends_child")
+                 "started", "ends_child", "_stdout", "_stderr")
 
     def __init__(self, server_address, app, settings: ConnectionSettings, access_log=None, parent=None,
                  counter=None, ends_child=None):
         self.parent = parent
         # The unbuffered (stdout, stderr) pair when serving this connection is a
         # forked child's last work; then ``serve`` ends the child itself.
-        self.ends_child = ends_child
+        self.ends_child = ends_child is not None
+        self._stdout, self._stderr = ends_child or (None, None)
         self.app = app
         self.settings = settings
         self.access_log = access_log
@@ -197,13 +198,14 @@ class Connection:
             pass
         finally:
             self._close(lingering or self.parser.unread)
-        if self.ends_child is not None:
+        if self.ends_child:
             # The child ends here: returning would free the request's objects,
             # writing pages only to exit then. Written out, not called: calling
             # code the parent never ran costs each child pages of its own.
-            stdout, stderr = self.ends_child
+            # Streams of the app's own may hold output. (The unbuffered pair is
+            # kept in two slots here: a page the child writes anyway.)
             try:
-                if sys.stdout is not stdout or sys.stderr is not stderr:  # the app's own: may hold output
+                if sys.stdout is not self._stdout or sys.stderr is not self._stderr:
                     sys.stdout.flush()
                     sys.stderr.flush()
             finally:

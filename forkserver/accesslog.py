@@ -27,6 +27,15 @@ class AccessLog:
             os.close(self.fd)
         self.fd = fd
 
+    def to_nowhere(self) -> AccessLog:
+        """The same log written to /dev/null: the parent's warm-up runs its code without logging."""
+        return AccessLog(os.devnull, "combined" if self.combined else "common")
+
+    def close(self) -> None:
+        if self.fd > 2:
+            os.close(self.fd)
+        self.fd = -1
+
     def format(self, remote: str, request_line: str, status: int, size: int,
                referer: str | None, user_agent: str | None, now: float | None = None) -> str:
         stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(now))

@@ -172,9 +172,11 @@ class Arbiter:
         """
         settings = self.connection_settings._replace(proxy_protocol_from=())  # a plain client
         request = b"GET /hello HTTP/1.1\r\nHost: warm-up\r\nConnection: close\r\n\r\n"
-        warm = scratch = None
+        warm = scratch = access_log = None
         try:
             scratch = Region.create(1)  # counts the warm-up's requests where no one reads them
+            if self.access_log:  # its code runs in every child too
+                access_log = self.access_log.to_nowhere()
             warm = open_listener(parse_address("127.0.0.1:0"), rounds)
             warm.sock.settimeout(WARM_UP_TIMEOUT)
             for _ in range(rounds):
@@ -183,7 +185,8 @@ class Arbiter:
                     client.connect(("127.0.0.1", warm.address.port))
                     client.sendall(request)
                     fd, peer = warm.sock._accept()
-                    warm.blank = Connection(_server_address(warm), hello_app, settings, counter=SlotCounter(scratch))
+                    warm.blank = Connection(_server_address(warm), hello_app, settings, access_log,
+                                            counter=SlotCounter(scratch))
                     self._serve_connection(fd, peer, warm, 0)
                     client.recv(65536)
         except (OSError, BindError) as exc:  # out of descriptors, no loopback: serve anyway
@@ -193,6 +196,8 @@ class Arbiter:
                 warm.close()
             if scratch is not None:
                 scratch.close()
+            if access_log is not None:
+                access_log.close()
 
     def _install_signals(self) -> None:
         self.reaper.install()

@@ -29,6 +29,7 @@ import signal
 import socket
 import sys
 import time
+from functools import partial
 
 from . import notify, stdstreams, upgrade
 from .app import hello_app
@@ -226,34 +227,44 @@ class Arbiter:
 
     def _serve(self) -> None:
         """The loop, with the names its per-connection path uses bound to locals."""
-        poll = self._poll.poll
-        monotonic = time.monotonic
-        listener_by_fd = self._listener_by_fd
         table = self.children
         running = table.running
         exits, exited, terminated, reaped = self.reaper.exits, table.exited, table.terminated, table.reaped
         max_children = self.max_children
         free_slots, new_slot = self._free_slots, self.stats.new_slot
-        fork, close = os.fork, os.close
         become_child = self._become_child  # looked up here: the parent never runs that call
+        # Calling a module's function or a method of a built-in type writes the
+        # function object's or the type's method's reference count, each on a
+        # page of its own, copied again after every fork. Bound methods and
+        # partials made here, one after another, share a page or two instead.
+        poll = self._poll.poll
+        monotonic, fork, close = partial(time.monotonic), partial(os.fork), partial(os.close)
+        count_running, forget_running = running.__len__, running.pop
+        take_slot, give_slot = free_slots.pop, free_slots.append
+        take_exit, count_reaped = exits.popleft, reaped.get
+        # What each listener's descriptor stands for: the listener, its raw accept, whether it serves metrics.
+        accepting = {fd: (listener, listener.sock._accept, listener.metrics)
+                     for fd, listener in self._listener_by_fd.items()}.get
+        not_a_listener = (None, None, False)
         date_stale_at = 0.0
         wakeup = self._wakeup
         wakeup_fd = wakeup.fileno()
         while not self._stopping:
             while exits:
-                pid, status = exits.popleft()
+                pid, status = take_exit()
                 # Children.exited's usual case, inline: a child that ended well.
-                record = None if status or terminated else running.pop(pid, None)
+                record = None if status or terminated else forget_running(pid, None)
                 if record is None:
                     exited(pid, status)
                 else:
-                    free_slots.append(record[1])
-                    reaped[0] = reaped.get(0, 0) + 1
+                    give_slot(record[1])
+                    reaped[0] = count_reaped(0, 0) + 1
             if self._signals:
                 self._on_signals()
                 continue
             now = self._now
-            if (len(running) < max_children and now >= self._paused_until) != self._listening:
+            # Both sides are bools; `!=` on bools is never specialised, and so writes its code page on every pass.
+            if (count_running() < max_children and now >= self._paused_until) is not self._listening:
                 self._set_listening(not self._listening)
             deadline = self._next_deadline() if self._deadline_stale else self._deadline
             # Deadlines are met to within TICK: waking a few times a second
@@ -266,7 +277,7 @@ class Arbiter:
             if now >= date_stale_at:  # see refresh_date: once a second here, not in every child
                 date_stale_at = now + refresh_date()
             for fd, _ in events:
-                listener = listener_by_fd.get(fd)
+                listener, accept, metrics = accepting(fd, not_a_listener)
                 if listener is None:
                     if fd == wakeup_fd:
                         wakeup.drain()  # what woke the loop is acted on at the top
@@ -274,27 +285,27 @@ class Arbiter:
                         self.upgrader.check.read()  # the only other descriptor polled
                     continue
                 # One connection per readiness: poll says when there is another.
-                if len(running) >= max_children:
+                if count_running() >= max_children:
                     continue
                 try:
                     # The raw accept: a descriptor, not a socket object, so the parent
                     # (which only forks and closes it) builds nothing it would throw away.
-                    conn_fd, peer = listener.sock._accept()
+                    conn_fd, peer = accept()
                 except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                     continue  # nothing after all, a signal, or the client gave up in the backlog
                 except OSError as exc:
                     self._accept_failed(exc)
                     continue
-                if listener.metrics or self._fork_failures or self._accept_failing:
+                if metrics or self._fork_failures or self._accept_failing:
                     self._fork(conn_fd, peer, listener)
                     continue
                 # _fork's usual case, inline: a call is a function and a code
                 # object written, so pages copied again after every fork.
-                slot = free_slots.pop() if free_slots else new_slot()
+                slot = take_slot() if free_slots else new_slot()
                 try:
                     pid = fork()
                 except OSError as exc:
-                    free_slots.append(slot)
+                    give_slot(slot)
                     self._fork_failed(exc, conn_fd, peer, listener)
                     continue
                 if pid == 0:

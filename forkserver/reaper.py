@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import os
 import signal
+from functools import partial
 
 
 class Reaper:
@@ -30,6 +31,12 @@ class Reaper:
         # included, between a waitpid() and the append that records its exit.
         self.wake = None
         self._owner = 0
+        # What the handler calls, bound once: looking up os.getpid, os.waitpid
+        # and deque.append at each signal writes their reference counts, on
+        # pages of their own (see the module docstring).
+        self._getpid = partial(os.getpid)
+        self._wait_any = partial(os.waitpid, -1, os.WNOHANG)
+        self._record = self.exits.append
 
     def install(self) -> None:
         """Must run before the first fork, or an early exit could go unnoticed.
@@ -43,18 +50,18 @@ class Reaper:
 
     def reap(self, signum=None, frame=None) -> None:
         """Wait for every child that has exited; never blocks. Also the SIGCHLD handler."""
-        if signum is not None and os.getpid() != self._owner:
+        if signum is not None and self._getpid() != self._owner:
             return  # in a child
-        waitpid, append = os.waitpid, self.exits.append
+        wait_any, record = self._wait_any, self._record
         while True:
             try:
-                pid, status = waitpid(-1, os.WNOHANG)
+                pid, status = wait_any()
             except ChildProcessError:
                 break  # ECHILD: no children at all
             except InterruptedError:
                 continue
             if pid == 0:
                 break  # children remain, none has exited
-            append((pid, status))
+            record((pid, status))
         if signum is not None and self.wake is not None:
             self.wake()

@@ -18,7 +18,6 @@ reads, a tuple per child, no per-connection objects of its own.
 from __future__ import annotations
 
 import _signal
-import _socket
 import collections
 import errno
 import gc
@@ -30,6 +29,11 @@ import socket
 import sys
 import time
 from functools import partial
+# What a child calls, by name: reading a module's attribute writes the module
+# object's reference count, one more page each child would copy.
+from _signal import ITIMER_REAL, setitimer
+from _socket import AF_UNIX, IPPROTO_TCP, SOCK_STREAM, TCP_NODELAY, socket as c_socket
+from os import _exit, close as close_descriptor
 
 from . import notify, stdstreams, upgrade
 from .app import hello_app
@@ -427,14 +431,14 @@ class Arbiter:
         try:
             # The hard deadline: SIGALRM's default action ends this child at the
             # child timeout plus the kill grace, even when the parent is gone.
-            _signal.setitimer(_signal.ITIMER_REAL, self.child_timeout + KILL_AFTER)
+            setitimer(ITIMER_REAL, self.child_timeout + KILL_AFTER)
             # Plain closes of the parent's descriptors: the objects' own close()
             # methods would touch (and so copy) more of the parent's memory.
             # One that is not there (a kqueue on XNU) is fine.
             check = self.upgrader.check
             for inherited in (*self._listener_by_fd, *((check.output_fd,) if check else ())):
                 try:
-                    os.close(inherited)
+                    close_descriptor(inherited)
                 except OSError:
                     pass
             self._serve_connection(fd, peer, listener, slot)
@@ -448,17 +452,17 @@ class Arbiter:
                     sys.stdout.flush()
                     sys.stderr.flush()
             finally:
-                os._exit(status)
+                _exit(status)
 
     def _serve_connection(self, fd: int, peer, listener, slot: int) -> None:
         """A child's work for one accepted connection (also the parent's warm-up)."""
         # The C socket type: socket.socket's Python layer (enum conversions,
         # makefile bookkeeping) would copy pages the child never needs.
         family = listener.family
-        conn = _socket.socket(family, _socket.SOCK_STREAM, 0, fd)
+        conn = c_socket(family, SOCK_STREAM, 0, fd)
         conn.setblocking(True)
-        if family != _socket.AF_UNIX:
-            conn.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        if family != AF_UNIX:
+            conn.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
         if listener.metrics:  # a scrape: not one of the requests it counts
             Connection(_server_address(listener), MetricsApp(self._metrics_snapshot(), self.stats, self.pid),
                        self.connection_settings, self.access_log, (self._retired, self.pid)).serve(conn, peer)

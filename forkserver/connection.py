@@ -10,9 +10,12 @@ from __future__ import annotations
 
 
 import os
-import socket
 import sys
-import time
+# By name: reading a module's attribute writes the module object, one more page
+# each forked child would copy.
+from os import _exit
+from socket import SHUT_RDWR, SHUT_WR
+from time import monotonic
 from typing import NamedTuple
 
 from .log import log
@@ -169,7 +172,7 @@ class Connection:
     def serve(self, sock, peer, slot: int = 0) -> None:
         """Serve the client at `peer` on `sock`, counting into `slot` of the counter, then close."""
         self.sock = sock
-        self.started = time.monotonic()
+        self.started = monotonic()
         if isinstance(peer, tuple) and peer:  # a unix socket's peer has no address
             self.remote = self._base["REMOTE_ADDR"] = peer[0]
             self._base["REMOTE_PORT"] = str(peer[1])
@@ -209,21 +212,21 @@ class Connection:
                     sys.stdout.flush()
                     sys.stderr.flush()
             finally:
-                os._exit(0)
+                _exit(0)
 
     def _read_head(self, first: bool) -> RequestHead | None:
         """The next request head; None when the client is gone or was idle too long."""
         if first:  # due header_timeout after the connection began, a PROXY header included
             deadline = self.started + self.settings.header_timeout
         else:
-            deadline = time.monotonic() + self.settings.keepalive
+            deadline = monotonic() + self.settings.keepalive
         head_deadline = deadline if first else None
         while True:
             event = self.parser.next_event()
             if isinstance(event, RequestHead):
                 return event
             if head_deadline is None and self.parser.in_message:
-                head_deadline = time.monotonic() + self.settings.header_timeout
+                head_deadline = monotonic() + self.settings.header_timeout
             try:
                 data = self._recv(head_deadline or deadline)
             except TimeoutError:
@@ -268,7 +271,7 @@ class Connection:
     def _handle(self, head: RequestHead) -> RequestBody | None:
         """Serve one request; None when the connection may carry another, else its body."""
         body = RequestBody(self, head)
-        started = time.monotonic()
+        started = monotonic()
         keep_alive = (head.keep_alive and not self.parser.upgraded
                       and started - self.started < self.settings.child_timeout / 2
                       and not self._told_to_close())
@@ -290,7 +293,7 @@ class Connection:
         if self.access_log:
             self._log_access(head, environ, response)
         if self.counter is not None:
-            self.counter.request(head.method, response.status_code, time.monotonic() - started, response.body_bytes)
+            self.counter.request(head.method, response.status_code, monotonic() - started, response.body_bytes)
         if not response.keep_alive or body.untouched_continue:
             return body
         try:
@@ -319,7 +322,7 @@ class Connection:
             if event is not None:
                 return event
             try:
-                data = self._recv(time.monotonic() + self.settings.header_timeout)
+                data = self._recv(monotonic() + self.settings.header_timeout)
             except TimeoutError:
                 raise HTTPError(408, f"body stalled for {self.settings.header_timeout:g}s") from None
             if not data:
@@ -327,7 +330,7 @@ class Connection:
             self.parser.feed(data)
 
     def _recv(self, deadline: float) -> bytes:
-        remaining = deadline - time.monotonic()
+        remaining = deadline - monotonic()
         if remaining <= 0:
             raise TimeoutError
         self.sock.settimeout(remaining)
@@ -369,12 +372,12 @@ class Connection:
         """
         try:
             if lingering:
-                self.sock.shutdown(socket.SHUT_WR)
+                self.sock.shutdown(SHUT_WR)
                 self.sock.settimeout(1.0)
                 for _ in range(16):
                     if not self.sock.recv(RECV_SIZE):
                         break
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.shutdown(SHUT_RDWR)
         except OSError:
             pass
         self.sock.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import http
-import time
+from time import gmtime, time
 
 from . import __version__
 
@@ -22,9 +22,9 @@ _date_cache = [0, ""]
 
 def http_date(now: float | None = None) -> str:
     """RFC 9110 IMF-fixdate, computed at most once a second."""
-    second = int(time.time() if now is None else now)
+    second = int(time() if now is None else now)
     if _date_cache[0] != second:
-        t = time.gmtime(second)
+        t = gmtime(second)
         _date_cache[:] = [second, f"{_WEEKDAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} "
                                   f"{t.tm_year} {t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT"]
     return _date_cache[1]
@@ -37,7 +37,7 @@ def refresh_date() -> float:
     within it finds the Date cached: formatting it costs a child about 20
     pages written (nginx keeps its cached time the same way).
     """
-    now = time.time()
+    now = time()
     http_date(now)
     return 1.0 - now % 1.0
 

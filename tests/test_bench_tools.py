@@ -91,6 +91,26 @@ def test_forkcost_close_mode_with_clients_at_once():
     assert 0 < number(close["child faults"]) < 5000, close
 
 
+@pytest.mark.skipif(not LINUX, reason="bench/forkcost reads /proc: its Linux-only exit is tested below")
+def test_forkcost_close_mode_under_bench_runs_wrk_load():
+    res = forkcost("--wrk", "1", "--rounds", "1", "--warmup", "10", "--only", "forkserver")
+    assert res.returncode == 0, res.stderr
+    assert "`wrk -t2 -c32 -d1s -H 'Connection: close'`" in res.stdout
+    close = markdown_tables(res.stdout)["close"]["forkserver"]
+    assert close["failures"] == "0", close
+    # Per request wrk completed: a child's faults are hundreds, not thousands (as if
+    # divided by too few requests) nor fractions (as if by too many).
+    assert 50 < number(close["child faults"]) < 5000, close
+    assert 0 < number(close["child ms"]) < 100, close
+
+
+@pytest.mark.skipif(not LINUX, reason="the tool stops before it reads its arguments elsewhere")
+def test_forkcost_refuses_wrk_load_with_clients():
+    res = forkcost("--wrk", "2", "--clients", "4")
+    assert res.returncode == 2
+    assert "--wrk takes seconds (1 or more), and replaces --clients" in res.stderr
+
+
 @pytest.mark.skipif(not LINUX, reason="the tool stops before it reads its arguments elsewhere")
 def test_forkcost_refuses_more_clients_than_connections():
     res = forkcost("-n", "10", "--clients", "20")

@@ -98,9 +98,9 @@ def test_forkcost_close_mode_under_bench_runs_wrk_load():
     assert "`wrk -t2 -c32 -d1s -H 'Connection: close'`" in res.stdout
     close = markdown_tables(res.stdout)["close"]["forkserver"]
     assert close["failures"] == "0", close
-    # Per request wrk completed: a child's faults are hundreds, not thousands (as if
-    # divided by too few requests) nor fractions (as if by too many).
-    assert 50 < number(close["child faults"]) < 5000, close
+    # Per request wrk completed: a child's faults are hundreds (about 250 here), not
+    # thousands (as if divided by too few requests) nor a few (as if by too many).
+    assert 50 < number(close["child faults"]) < 1000, close
     assert 0 < number(close["child ms"]) < 100, close
     # The targets are for one connection at a time, not judged under this load.
     assert "(target <= " not in res.stdout

@@ -215,6 +215,7 @@ def count_zombies(server):
 
 # ------------------------------------------------------------------- wrk
 
+WRK_THREADS, WRK_CONNECTIONS = 2, 32  # the load every close/keep-alive figure is taken under
 UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
 
 
@@ -237,6 +238,12 @@ def parse_wrk(out):
         errors += int(non2xx.group(1))
     return (float(rps.group(1)) if rps else None,
             to_ms(p99.group(1)) if p99 else None, errors)
+
+
+def requests_completed(out):
+    """How many requests wrk completed ("N requests in ..."), or 0."""
+    done = re.search(r"^\s*(\d+) requests in", out, re.M)
+    return int(done.group(1)) if done else 0
 
 
 def wrk(port, mode, opts, duration):
@@ -444,8 +451,8 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=int, default=5, help="seconds per measurement")
     p.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per server")
-    p.add_argument("--threads", type=int, default=2, help="wrk threads")
-    p.add_argument("--connections", type=int, default=32, help="wrk connections")
+    p.add_argument("--threads", type=int, default=WRK_THREADS, help="wrk threads")
+    p.add_argument("--connections", type=int, default=WRK_CONNECTIONS, help="wrk connections")
     p.add_argument("--repeat", type=int, default=3,
                    help="interleaved rounds; each figure is the median (default 3)")
     p.add_argument("--only", action="append", metavar="NAME",

@@ -14,10 +14,19 @@ with Content-Length and ``Connection: close``, then closes: one request per
 connection, no keep-alive.  It is the baseline forkserver is measured
 against in bench/run.
 
-Usage: python bench/lesson_server.py [HOST] PORT
+Usage: python bench/lesson_server.py [--preload MODULE[,MODULE...]] [HOST] PORT
+
+``--preload`` is for bench/forkcost only: the server imports the modules
+before it listens and keeps them out of the collector (``gc.freeze()``), as
+forkserver keeps its own, but serves exactly as without them.  Every fork
+then copies an address space as large as forkserver's, so the difference
+between the two runs prices what the imports cost each connection, apart
+from what forkserver does per connection.
 """
 
 import errno
+import gc
+import importlib
 import os
 import signal
 import socket
@@ -103,8 +112,18 @@ def serve(host, port):
         conn.close()  # the child has its own copy
 
 
+def preload(modules):
+    """Import `modules` and freeze what they made, as a server that uses them would hold it."""
+    for name in modules:
+        importlib.import_module(name)
+    gc.freeze()
+
+
 def main(argv):
-    """Parse [HOST] PORT and serve."""
+    """Parse [--preload MODULES] [HOST] PORT and serve."""
+    if argv[:1] == ["--preload"]:
+        preload(argv[1].split(","))
+        argv = argv[2:]
     host, port = ("127.0.0.1", argv[0]) if len(argv) == 1 else argv[:2]
     try:
         serve(host, int(port))

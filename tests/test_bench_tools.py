@@ -8,13 +8,19 @@ be plausible: measuring is the tool's job, not the test's.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
+import psutil
 import pytest
+import requests
+
+from conftest import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORKCOST = os.path.join(ROOT, "bench", "forkcost")
+LESSON = os.path.join(ROOT, "bench", "lesson_server.py")
 LINUX = sys.platform.startswith("linux")
 TIMEOUT = 60  # seconds: a bound, never reached when healthy (a run takes a few seconds)
 
@@ -104,6 +110,45 @@ def test_forkcost_close_mode_under_bench_runs_wrk_load():
     assert 0 < number(close["child ms"]) < 100, close
     # The targets are for one connection at a time, not judged under this load.
     assert "(target <= " not in res.stdout
+
+
+@pytest.mark.skipif(not LINUX, reason="bench/forkcost reads /proc: its Linux-only exit is tested below")
+def test_forkcost_prices_forkservers_modules_on_the_lesson_server():
+    res = forkcost("-n", "50", "--rounds", "1", "--warmup", "10", "--only", "lesson")
+    assert res.returncode == 0, res.stderr
+    close = markdown_tables(res.stdout)["close"]
+    assert set(close) == {"lesson", "lesson+forkserver modules"}, res.stdout
+    for server, row in close.items():
+        assert row["failures"] == "0", (server, row)
+        assert 0 < number(row["child faults"]) < 5000, (server, row)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.skipif(not LINUX, reason="psutil reads a process's mappings on Linux, not on macOS")
+def test_lesson_server_preload_holds_the_modules_and_serves_as_without():
+    """--preload imports into the serving process itself: the C part of json is mapped there."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, LESSON, "--preload", "json,forkserver.arbiter", "127.0.0.1", str(port)],
+                            cwd=ROOT)
+    try:
+        def answer():
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/hello", timeout=5)
+            except requests.ConnectionError:
+                return None
+        res = wait_until(answer, timeout=15)
+        assert res is not None and res.status_code == 200 and res.text == "Hello, World!"
+        assert res.headers["Connection"] == "close"
+        mapped = {os.path.basename(m.path) for m in psutil.Process(proc.pid).memory_maps()}
+        assert any(name.startswith("_json.") for name in mapped), sorted(mapped)
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 @pytest.mark.skipif(not LINUX, reason="the tool stops before it reads its arguments elsewhere")

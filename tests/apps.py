@@ -246,3 +246,10 @@ def printing(environ, start_response):
         time.sleep(60)
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
     return [b"ok"]
+
+
+def status_from_path(environ, start_response):
+    """GET /status/503 answers 503 (any status 200-599): a release that is broken, or not ready yet."""
+    code = int(environ["PATH_INFO"].rsplit("/", 1)[-1])
+    start_response(f"{code} Status {code}", [("Content-Type", "text/plain")])
+    return [b"Hello, World!\n"]

@@ -363,6 +363,9 @@ INCLUDE_ROLE = """\
         ({"forkserver_verify_timeout": 0}, "forkserver_verify_timeout"),
         ({"forkserver_verify_retries": -1}, "forkserver_verify_retries"),
         ({"forkserver_verify_delay": "soon"}, "forkserver_verify_delay"),
+        ({"forkserver_verify_retry_statuses": "503"}, "forkserver_verify_retry_statuses"),
+        ({"forkserver_verify_retry_statuses": [503, 700]}, "forkserver_verify_retry_statuses"),
+        ({"forkserver_verify_retry_statuses": [200, 503]}, "forkserver_verify_retry_statuses"),
     ],
 )
 def test_wrong_variable_fails_naming_it(tmp_path, extra, name):

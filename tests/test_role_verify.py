@@ -1,0 +1,87 @@
+"""The role's verify step (tasks/verify.yml), run by real Ansible against a real server.
+
+Verify retries what may still come right (nothing listening yet, or a "not
+ready yet" status such as 503), and fails at once on any other wrong status:
+a release that answers 500 must be rolled back now, not after every retry,
+since until then it serves its errors to clients. The requests verify made
+are counted from the server's access log, not from Ansible's report.
+"""
+
+import re
+import sys
+
+import pytest
+
+from role_helpers import failures, run_playbook
+
+VERIFY = """\
+- name: Run the role's verify step
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Verify
+      ansible.builtin.include_role:
+        name: forkserver
+        tasks_from: verify
+"""
+
+RETRIES = 2  # so a retried status is requested RETRIES + 1 times
+
+
+@pytest.fixture(params=["tcp", "unix"])
+def server(request, start_server, tmp_path_factory):
+    where = tmp_path_factory.mktemp("verify")
+    bind = "127.0.0.1:0" if request.param == "tcp" else f"unix:{where / 'fs.sock'}"
+    state = where / "state.json"
+    started = start_server("apps:status_from_path", "--access-log", "-", "--state-file", str(state), bind=bind)
+    started.bind = f"127.0.0.1:{started.port}" if request.param == "tcp" else bind
+    started.state = state
+    return started
+
+
+def verify(tmp_path, server, status):
+    proc = run_playbook(tmp_path, VERIFY, {
+        "forkserver_bind": [server.bind],
+        "forkserver_app": "apps:status_from_path",
+        "forkserver_verify_path": f"/status/{status}",
+        "forkserver_verify_retries": RETRIES,
+        "forkserver_verify_delay": 0,
+        "forkserver_verify_timeout": 5,
+        # where the rescue looks for the service log; the test's server has none there
+        "forkserver_service_manager": "launchd",
+        "forkserver_launchd_log_dir": str(tmp_path / "logs"),
+        "_forkserver_state_file": str(server.state),
+        "_forkserver_current_python": sys.executable,  # what the unix-socket check runs
+    }, json_output=True)
+    failed, stats = failures(proc.stdout)
+    return proc, failed
+
+
+def requests_seen(server, status):
+    return len(re.findall(rf'"GET /status/{status} HTTP/1.1" {status} ', server.log))
+
+
+def test_verify_passes_on_the_expected_status_with_one_request(tmp_path, server):
+    proc, failed = verify(tmp_path, server, 200)
+    assert failed == [], proc.stdout[-3000:]
+    assert server.wait_for_log('"GET /status/200 HTTP/1.1" 200 ')
+    assert requests_seen(server, 200) == 1
+
+
+def test_verify_fails_at_once_on_a_wrong_status(tmp_path, server):
+    proc, failed = verify(tmp_path, server, 500)
+    names = [name for name, _ in failed]
+    assert names[-1] == "Fail the deploy", failed
+    message = failed[-1][1]
+    assert "expecting 200; a definite wrong answer, not retried)" in message, message
+    assert server.wait_for_log('"GET /status/500 HTTP/1.1" 500 ')
+    assert requests_seen(server, 500) == 1, server.log
+
+
+def test_verify_retries_a_not_ready_status_then_fails(tmp_path, server):
+    proc, failed = verify(tmp_path, server, 503)
+    assert failed and failed[-1][0] == "Fail the deploy", failed
+    assert f"expecting 200; still failing after {RETRIES} retries)" in failed[-1][1], failed[-1][1]
+    assert server.wait_for_log('"GET /status/503 HTTP/1.1" 503 ')
+    assert requests_seen(server, 503) == RETRIES + 1, server.log
+

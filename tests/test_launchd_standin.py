@@ -137,6 +137,19 @@ def events(log):
     return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
 
 
+def started(standin, log):
+    """The job's pid once it has logged "started", when its handlers are in place.
+
+    Its pid is known earlier, but a SIGTERM or SIGHUP sent before the job's
+    Python installs its handlers meets the default action, which ends it.
+    """
+    def pid_if_started():
+        pid = standin.pid()
+        return pid if isinstance(pid, int) and [str(pid), "started"] in events(log) else None
+    wait_for(pid_if_started)
+    return pid_if_started()
+
+
 def test_stand_ins_say_so_first():
     for path in (LAUNCHD, LAUNCHCTL):
         head = "".join(path.read_text().splitlines(keepends=True)[:3])
@@ -219,8 +232,7 @@ def test_every_answer_says_stand_in(launchd):
 def test_bootout_returns_before_the_job_exits_and_the_label_stays_busy(launchd):
     plist, log = drain_job(launchd)
     launchd("bootstrap", "system", str(plist))
-    wait_for(lambda: isinstance(launchd.pid(), int))
-    old = launchd.pid()
+    old = started(launchd, log)
 
     start = time.monotonic()
     launchd("bootout", "system/" + LABEL)
@@ -256,8 +268,7 @@ def test_exit_timeout_ends_a_job_that_ignores_sigterm(launchd, tmp_path):
 def test_legacy_load_while_the_old_instance_exits_fails_and_exits_0(launchd):
     plist, log = drain_job(launchd)
     launchd("bootstrap", "system", str(plist))
-    wait_for(lambda: isinstance(launchd.pid(), int))
-    old = launchd.pid()
+    old = started(launchd, log)
 
     unload = launchd("unload", str(plist))
     load = launchd("load", str(plist))
@@ -286,8 +297,7 @@ def test_a_disabled_label_is_not_loaded_until_enabled(launchd):
 def test_kill_signals_the_main_process(launchd):
     plist, log = drain_job(launchd)
     launchd("bootstrap", "system", str(plist))
-    wait_for(lambda: isinstance(launchd.pid(), int))
-    pid = launchd.pid()
+    pid = started(launchd, log)
     launchd("kill", "SIGHUP", "system/" + LABEL)
     wait_for(lambda: [str(pid), "SIGHUP"] in events(log))
     assert launchd.pid() == pid
@@ -405,8 +415,7 @@ def running_job(standin, drain=DRAIN):
     plist, log = drain_job(standin, directory=standin.tmp / "home" / "Library" / "LaunchAgents",
                            drain=drain)
     standin("bootstrap", "system", str(plist))
-    wait_for(lambda: isinstance(standin.pid(), int))
-    return plist, log, standin.pid()
+    return plist, log, started(standin, log)
 
 
 def test_the_old_restart_sequence_loses_a_draining_job_and_reports_success(launchd):

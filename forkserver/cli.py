@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 
 from .log import log
 from .accesslog import AccessLog
@@ -47,6 +46,8 @@ def main(argv=None) -> int:
         return _run(settings, handover)
     except (StartupError, AppLoadError, BindError) as exc:
         if settings.log_level == "debug" and exc.__cause__ is not None:
+            import traceback  # only here: see log.py
+
             traceback.print_exception(exc.__cause__)
         _fall_back(handover, str(exc), environ_before)
         return _fail(str(exc), 1)

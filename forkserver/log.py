@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import traceback
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
@@ -65,7 +64,22 @@ class Log:
 
     def exception(self, message: str, *args) -> None:
         """An error with the traceback of the exception being handled."""
-        self._emit("error", message, args, "".join(traceback.format_exception(*sys.exc_info())))
+        self._emit("error", message, args, _format_exception(sys.exc_info()[1]))
+
+
+def _format_exception(exc: BaseException | None) -> str:
+    """The traceback as Python prints it.
+
+    ``traceback`` (with linecache, tokenize and textwrap) is imported at the
+    first error rather than at start: the serving parent holds no copy of it for
+    every fork to copy. Should it fail to import (say, no descriptor left to
+    open it with), the error still gets its type and message.
+    """
+    try:
+        import traceback
+    except Exception:
+        return f"{type(exc).__name__}: {exc}\n"
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
 log = Log()

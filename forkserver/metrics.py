@@ -11,8 +11,6 @@ imports ``threading``, whose at-fork hook would otherwise cost every fork.
 
 from __future__ import annotations
 
-import platform
-
 from . import __version__, stats
 from .children import describe_status
 
@@ -51,6 +49,8 @@ class _Collector:
         self.app = app
 
     def collect(self):
+        import platform
+
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         snapshot, totals = self.app.snapshot, self.app.stats.totals()

@@ -8,7 +8,6 @@ serving. A state file that cannot be written is logged, never fatal.
 
 from __future__ import annotations
 
-import json
 import os
 
 from .log import log
@@ -17,6 +16,8 @@ from .log import log
 def write_state(path: str | None, state: dict) -> None:
     if not path:
         return
+    import json  # only with a state file: see upgrade.py
+
     temporary = f"{path}.{os.getpid()}.tmp"
     try:
         with open(temporary, "w") as handle:
@@ -29,6 +30,8 @@ def write_state(path: str | None, state: dict) -> None:
 
 def read_state(path: str) -> dict:
     """The state as written; raises OSError or ValueError."""
+    import json
+
     with open(path) as handle:
         state = json.load(handle)
     if not isinstance(state, dict) or not isinstance(state.get("pid"), int):

@@ -17,7 +17,6 @@ that keeps releases side by side still has), so the old code keeps serving.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -46,10 +45,14 @@ class Handover(NamedTuple):
     fallen_back: str = ""              # why the new code could not start, when this is the fallback
 
     def encode(self) -> str:
+        import json  # at upgrades only: the serving parent holds no copy of it for every fork to copy
+
         return json.dumps(self._asdict(), separators=(",", ":"))
 
     @classmethod
     def decode(cls, text: str) -> "Handover":
+        import json
+
         data = json.loads(text)
         data["listeners"] = [tuple(item) for item in data["listeners"]]
         data["children"] = [tuple(item) for item in data["children"]]

@@ -179,6 +179,25 @@ def close_stdio_then_crash(environ, start_response):
     raise RuntimeError("crashed after closing stdio")
 
 
+def exhaust_descriptors_then_crash(environ, start_response):
+    """Leaks descriptors until none is left (under a lowered limit), then fails.
+
+    The child has then no descriptor to open a module's file with, as when an
+    app leaks sockets under load and its next error is the one to read.
+    """
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    held = []
+    try:
+        while True:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    raise RuntimeError(f"crashed with all {len(held)} free descriptors leaked")
+
+
 def background_process(environ, start_response):
     """Starts a process that outlives the request and inherits every descriptor."""
     background = os.fork()

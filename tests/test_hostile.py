@@ -36,6 +36,18 @@ def test_traceback_is_logged_after_the_app_closes_stdio(start_server):
     assert server.wait_for_log("RuntimeError: crashed after closing stdio")
 
 
+def test_an_error_is_logged_when_the_app_left_no_descriptor_to_open_a_file_with(start_server):
+    """The traceback module is imported at a child's first error; with no descriptor
+    left to read it, the error is still logged, by its type and message."""
+    server = start_server("apps:exhaust_descriptors_then_crash")
+    reply = exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert status_of(reply) == 500
+    assert server.wait_for_log("free descriptors leaked")
+    assert "error in app handling GET /" in server.log
+    assert "RuntimeError: crashed with all" in server.log
+    assert requests.get(server.url + "/", timeout=10).status_code == 500  # and it still serves
+
+
 def test_connection_closes_at_once_although_a_background_process_holds_it(start_server):
     server = start_server("apps:background_process")
     started = time.monotonic()

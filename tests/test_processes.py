@@ -230,3 +230,20 @@ def test_parent_stays_small_with_the_built_in_app(start_server):
     assert burst(server.url + "/hello", 128)["ok"] == 128
     rss_mb = psutil.Process(server.pid).memory_info().rss / 2**20
     assert rss_mb <= 25, f"parent RSS {rss_mb:.1f} MB"
+
+
+# Modules the serving parent must not hold: threading's at-fork hook runs in
+# every child, and the rest is memory every fork copies page tables for and
+# every child's exit unmaps, for code that runs only on an error (traceback),
+# at an upgrade or a state-file write (json), in a metrics child (platform),
+# or never (logging, shutil and the compression libraries it loads).
+NOT_IN_THE_PARENT = {"threading", "logging", "traceback", "json", "platform", "shutil", "zlib", "bz2", "lzma"}
+
+
+def test_the_serving_parent_holds_no_module_it_does_not_serve_with(start_server):
+    server = start_server("modules_app:app")
+    res = requests.get(server.url + "/", timeout=10)
+    assert res.status_code == 200
+    held = set(res.text.split("\n"))
+    assert {"forkserver.arbiter", "forkserver.connection", "modules_app"} <= held, sorted(held)
+    assert not held & NOT_IN_THE_PARENT, sorted(held & NOT_IN_THE_PARENT)

@@ -13,6 +13,7 @@ import sys
 
 from .log import log
 from .accesslog import AccessLog
+from .bytecode import compiled_at_start
 from .config import Settings, UsageError, load_settings
 from .connection import ConnectionSettings
 from .httpparser import Limits
@@ -87,6 +88,7 @@ def _run(settings: Settings, handover=None) -> int:
     _write_pid_file(settings.pid_file)
     from .arbiter import Arbiter
 
+    _warn_of_compiled_modules()
     try:
         return Arbiter(
             app, listeners,
@@ -110,6 +112,19 @@ def _run(settings: Settings, handover=None) -> int:
         ).run()
     finally:
         _remove_pid_file(settings.pid_file)
+
+
+def _warn_of_compiled_modules() -> None:
+    """Say so when this start compiled modules from source (see bytecode.py): every fork pays for it."""
+    compiled = compiled_at_start()
+    if not compiled:
+        return
+    directories = sorted({os.path.dirname(sys.modules[name].__spec__.origin) for name in compiled})
+    shown = ", ".join(compiled[:3]) + (f" and {len(compiled) - 3} more" if len(compiled) > 3 else "")
+    log.warning("compiled from source at this start, with no up-to-date bytecode to read: %s. The "
+                "compiler's leftovers stay in this process and every fork copies them; write the "
+                "bytecode once: python -m compileall %s", shown,
+                " ".join(directories[:3]) + (" ..." if len(directories) > 3 else ""))
 
 
 def _check_paths(settings: Settings) -> None:

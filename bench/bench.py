@@ -98,13 +98,12 @@ def servers(opts):
 
 
 def export_tree(ref, into):
-    """The forkserver package as of git REF, compiled, in a directory of its own."""
+    """The forkserver package as of git REF, in a directory of its own (not compiled yet)."""
     tree = Path(into) / ("tree-" + re.sub(r"\W+", "_", ref))
     tree.mkdir()
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "forkserver"], check=True,
                              capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    compile_package(tree)
     return tree
 
 
@@ -119,6 +118,7 @@ def compile_package(tree):
     forkserver is not the program pip installs.
     """
     subprocess.run([PY, "-m", "compileall", "-q", "-f", str(Path(tree) / "forkserver")], check=True)
+    return tree
 
 
 # ------------------------------------------------------------- processes
@@ -497,7 +497,7 @@ def main(argv=None):
     opts.load = load
     with tempfile.TemporaryDirectory(prefix="forkserver-bench-") as logdir:
         opts.logdir = Path(logdir)
-        opts.baseline_trees = {ref: export_tree(ref, opts.logdir) for ref in opts.baseline or []}
+        opts.baseline_trees = {ref: compile_package(export_tree(ref, opts.logdir)) for ref in opts.baseline or []}
         if (ROOT / "forkserver").is_dir():
             compile_package(ROOT)  # what the console script runs, as installed
         chosen = [s for s in servers(opts)

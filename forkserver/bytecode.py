@@ -17,13 +17,13 @@ import os
 import sys
 
 
-def compiled_at_start() -> list[str]:
-    """Loaded modules whose source had no bytecode at least as new beside it, by name.
+def compiled_at_start() -> dict[str, str]:
+    """Loaded modules whose source had no bytecode at least as new beside it: {name: source}.
 
     A module whose bytecode was written by this very import has it now, and is
     not counted: the next start reads it.
     """
-    found = []
+    found = {}
     for name, module in list(sys.modules.items()):
         spec = getattr(module, "__spec__", None)
         source, cached = getattr(spec, "origin", None), getattr(spec, "cached", None)
@@ -38,5 +38,5 @@ def compiled_at_start() -> list[str]:
                 continue
         except OSError:
             pass  # no bytecode at all
-        found.append(name)
-    return sorted(found)
+        found[name] = source
+    return dict(sorted(found.items()))

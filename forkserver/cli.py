@@ -119,8 +119,9 @@ def _warn_of_compiled_modules() -> None:
     compiled = compiled_at_start()
     if not compiled:
         return
-    directories = sorted({os.path.dirname(sys.modules[name].__spec__.origin) for name in compiled})
-    shown = ", ".join(compiled[:3]) + (f" and {len(compiled) - 3} more" if len(compiled) > 3 else "")
+    names = list(compiled)
+    directories = sorted({os.path.dirname(source) for source in compiled.values()})
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     log.warning("compiled from source at this start, with no up-to-date bytecode to read: %s. The "
                 "compiler's leftovers stay in this process and every fork copies them; write the "
                 "bytecode once: python -m compileall %s", shown,

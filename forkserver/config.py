@@ -5,14 +5,12 @@ variables, so a systemd EnvironmentFile or a launchd EnvironmentVariables dict c
 say anything the command line can. The command line wins over the environment.
 """
 
-from __future__ import annotations
-
 import argparse
 import ipaddress
 import os
 import re
 import sys
-from typing import NamedTuple
+from typing import NamedTuple  # annotations evaluated, not strings: see bytecode.py
 
 from . import __version__
 from .envfile import EnvFileError, apply_env_file

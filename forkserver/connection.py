@@ -6,9 +6,6 @@ is bounded: ``header_timeout`` for a request's headers (slowloris gets a 408),
 ``keepalive`` for the idle gap between requests.
 """
 
-from __future__ import annotations
-
-
 import os
 import sys
 # By name: reading a module's attribute writes the module object, one more page
@@ -16,7 +13,7 @@ import sys
 from os import _exit
 from socket import SHUT_RDWR, SHUT_WR
 from time import monotonic
-from typing import NamedTuple
+from typing import NamedTuple  # annotations evaluated, not strings: see bytecode.py
 
 from .log import log
 from . import proxyprotocol

@@ -22,12 +22,10 @@ one, after every event that came before it. Keeping this free of I/O means
 every rule is testable with plain byte strings.
 """
 
-from __future__ import annotations
-
 import collections
 import http
 import re
-from typing import NamedTuple
+from typing import NamedTuple  # annotations evaluated, not strings: see bytecode.py
 
 import httptools
 

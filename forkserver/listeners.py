@@ -1,12 +1,10 @@
 """Listening sockets: parse a bind address, open it, describe it, clean it up."""
 
-from __future__ import annotations
-
 import errno
 import os
 import socket
 import stat
-from typing import NamedTuple
+from typing import NamedTuple  # annotations evaluated, not strings: see bytecode.py
 
 
 class BindError(Exception):

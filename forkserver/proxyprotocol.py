@@ -11,10 +11,8 @@ or "this can never be a header" (``ProxyProtocolError``). Which peers may send
 a header at all is ``trusted``'s question; the connection asks both.
 """
 
-from __future__ import annotations
-
 import ipaddress
-from typing import NamedTuple
+from typing import NamedTuple  # annotations evaluated, not strings: see bytecode.py
 
 V1_PREFIX = b"PROXY "
 V1_MAX = 107  # the whole line, CRLF included (section 2.1)

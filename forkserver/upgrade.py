@@ -15,12 +15,10 @@ running before (the resolved path of the previous release, which a deploy
 that keeps releases side by side still has), so the old code keeps serving.
 """
 
-from __future__ import annotations
-
 import os
 import signal
 import sys
-from typing import NamedTuple
+from typing import NamedTuple  # annotations evaluated, not strings: see bytecode.py
 
 from . import forkenv
 

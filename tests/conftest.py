@@ -145,3 +145,18 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
         time.sleep(interval)
         value = predicate()
     return value
+
+
+def compile_bytecode(*directories):
+    """Write the bytecode of every module under `directories`, as pip install does for a package.
+
+    A module imported without up-to-date bytecode is compiled at import, which
+    leaves the compiler's state in the importing process: tests about what the
+    serving parent holds compile first, so that they hold in a checkout where
+    no bytecode is written (PYTHONDONTWRITEBYTECODE).
+    """
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *map(str, directories)],
+                   check=True, capture_output=True, timeout=60)
+
+
+FORKSERVER_PACKAGE = os.path.dirname(os.path.abspath(__import__("forkserver").__file__))

@@ -10,7 +10,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import TESTS, ServerProcess, wait_until
+from conftest import FORKSERVER_PACKAGE, TESTS, ServerProcess, compile_bytecode, wait_until
 
 FORKSERVER = [sys.executable, "-m", "forkserver"]
 
@@ -275,12 +275,7 @@ PLAIN_APP = '''def app(environ, start_response):
 def test_modules_compiled_at_start_are_named_with_how_to_compile_them(start_server, tmp_path):
     """An app directory where no bytecode can be written (here PYTHONDONTWRITEBYTECODE, in
     production a read-only directory) is compiled at every start: the log says which, and how."""
-    def compile_bytecode(*directories):
-        subprocess.run([sys.executable, "-m", "compileall", "-q", *map(str, directories)],
-                       check=True, capture_output=True, timeout=60)
-
-    # forkserver's own package as pip leaves it, whatever this checkout holds
-    compile_bytecode(os.path.dirname(os.path.abspath(__import__("forkserver").__file__)))
+    compile_bytecode(FORKSERVER_PACKAGE)  # as pip leaves it, whatever this checkout holds
     (tmp_path / "plainapp.py").write_text(PLAIN_APP)
     env = {"PYTHONDONTWRITEBYTECODE": "1"}
     server = start_server("plainapp:app", "--chdir", str(tmp_path), env=env)

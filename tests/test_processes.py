@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from burst import burst
-from conftest import TESTS, ServerProcess, wait_until
+from conftest import FORKSERVER_PACKAGE, TESTS, ServerProcess, compile_bytecode, wait_until
 
 
 def zombie_count_after_settling(server, timeout=5.0) -> int:
@@ -247,3 +247,16 @@ def test_the_serving_parent_holds_no_module_it_does_not_serve_with(start_server)
     held = set(res.text.split("\n"))
     assert {"forkserver.arbiter", "forkserver.connection", "modules_app"} <= held, sorted(held)
     assert not held & NOT_IN_THE_PARENT, sorted(held & NOT_IN_THE_PARENT)
+
+
+def test_the_serving_parent_never_built_the_ast_classes(start_server):
+    """The first call of compile() in a process builds every class of the ast module, about
+    210 kB that stay for good: typing.NamedTuple calls it for each field annotation it gets as
+    a string (as `from __future__ import annotations` makes them), and every fork copies it."""
+    compile_bytecode(FORKSERVER_PACKAGE, os.path.join(TESTS, "modules_app.py"))  # no compile() at import
+    server = start_server("modules_app:app")
+    res = requests.get(server.url + "/ast-classes", timeout=10)
+    assert res.status_code == 200
+    assert res.text == "", f"the serving parent built the ast classes: {res.text.split()[:5]}"
+    # the probe sees them once a child has called compile()
+    assert "Module" in requests.get(server.url + "/ast-classes?compile", timeout=10).text.split()

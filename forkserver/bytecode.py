@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib.util import MAGIC_NUMBER, source_hash
 
 
 def compiled_at_start() -> dict[str, str]:
-    """Loaded modules whose source had no bytecode at least as new beside it: {name: source}.
+    """Loaded modules whose bytecode the import system could not use: {name: source}.
 
     A module whose bytecode was written by this very import has it now, and is
     not counted: the next start reads it.
@@ -37,13 +38,41 @@ def compiled_at_start() -> dict[str, str]:
         if not (source and cached and source.endswith(".py")):
             continue  # built in, an extension, frozen, or bytecode only
         try:
-            source_time = os.stat(source).st_mtime
-        except OSError:
-            continue  # gone or unreadable: nothing to say about it
-        try:
-            if os.stat(cached).st_mtime >= source_time:
+            if bytecode_is_current(source, cached):
                 continue
         except OSError:
-            pass  # no bytecode at all
+            continue  # the source is gone or unreadable: nothing to say about it
         found[name] = source
     return dict(sorted(found.items()))
+
+
+def bytecode_is_current(source: str, cached: str) -> bool:
+    """Whether the import system would read `cached` for `source` rather than compile it (PEP 552).
+
+    It reads a timestamp-based .pyc only when the source's modification time
+    (in whole seconds) and size are the ones recorded in it: a file replaced
+    by one of another size but the same time (a copy that keeps times, a
+    build that sets them all alike) is compiled again, though its .pyc is the
+    newer file. A hash-based .pyc is read unless its source is checked and
+    has changed. Raises OSError when the source cannot be read.
+    """
+    try:
+        with open(cached, "rb") as handle:
+            header = handle.read(16)
+    except OSError:
+        return False  # no bytecode at all
+    if len(header) < 16 or header[:4] != MAGIC_NUMBER:
+        return False  # another Python's, or cut short
+    flags = int.from_bytes(header[4:8], "little")
+    if not flags & 0b1:  # timestamp-based
+        status = os.stat(source)
+        return (header[8:12] == (int(status.st_mtime) & 0xFFFFFFFF).to_bytes(4, "little")
+                and header[12:16] == (status.st_size & 0xFFFFFFFF).to_bytes(4, "little"))
+    # --check-hash-based-pycs is published only in _imp, the import system's own module
+    import _imp
+
+    option = getattr(_imp, "check_hash_based_pycs", "default")
+    if not (option == "always" or (flags & 0b10 and option != "never")):
+        return True  # unchecked: read whatever the source says
+    with open(source, "rb") as handle:
+        return header[8:16] == source_hash(handle.read())

@@ -23,8 +23,6 @@ from . import stdstreams
 from .upgrade import execute, start_with_forking_settings, take_handover
 
 
-
-
 class StartupError(Exception):
     """The server cannot start; exit status 1 with this one line."""
 
@@ -124,7 +122,7 @@ def _warn_of_compiled_modules() -> None:
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     log.warning("compiled from source at this start, with no up-to-date bytecode to read: %s. The "
                 "compiler's leftovers stay in this process and every fork copies them; write the "
-                "bytecode once: python -m compileall %s", shown,
+                "bytecode once: python -m compileall -f %s", shown,
                 " ".join(directories[:3]) + (" ..." if len(directories) > 3 else ""))
 
 

@@ -282,7 +282,7 @@ def test_modules_compiled_at_start_are_named_with_how_to_compile_them(start_serv
     assert requests.get(server.url + "/", timeout=10).text == "ok"
     assert server.wait_for_log("python -m compileall")
     warning = next(line for line in server.lines if "compiled from source at this start" in line)
-    assert "to read: plainapp." in warning and warning.rstrip().endswith(f"python -m compileall {tmp_path}"), warning
+    assert "to read: plainapp." in warning and warning.rstrip().endswith(f"python -m compileall -f {tmp_path}"), warning
     assert not (tmp_path / "__pycache__").exists()
 
     compile_bytecode(tmp_path)

@@ -153,9 +153,11 @@ def compile_bytecode(*directories):
     A module imported without up-to-date bytecode is compiled at import, which
     leaves the compiler's state in the importing process: tests about what the
     serving parent holds compile first, so that they hold in a checkout where
-    no bytecode is written (PYTHONDONTWRITEBYTECODE).
+    no bytecode is written (PYTHONDONTWRITEBYTECODE). Forced (-f): without it
+    compileall passes over a .pyc whose recorded time matches but size does
+    not, which the import system would not read (see forkserver/bytecode.py).
     """
-    subprocess.run([sys.executable, "-m", "compileall", "-q", *map(str, directories)],
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-f", *map(str, directories)],
                    check=True, capture_output=True, timeout=60)
 
 

@@ -147,7 +147,7 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
     return value
 
 
-def compile_bytecode(*directories):
+def compile_bytecode(*directories, invalidation_mode="timestamp"):
     """Write the bytecode of every module under `directories`, as pip install does for a package.
 
     A module imported without up-to-date bytecode is compiled at import, which
@@ -157,7 +157,8 @@ def compile_bytecode(*directories):
     compileall passes over a .pyc whose recorded time matches but size does
     not, which the import system would not read (see forkserver/bytecode.py).
     """
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "-f", *map(str, directories)],
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-f", "--invalidation-mode", invalidation_mode,
+                    *map(str, directories)],
                    check=True, capture_output=True, timeout=60)
 
 

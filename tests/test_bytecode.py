@@ -9,9 +9,11 @@ import os
 import subprocess
 import sys
 import time
+from importlib.util import cache_from_source
 
 import pytest
 
+from conftest import compile_bytecode
 from forkserver.bytecode import bytecode_is_current
 
 SOURCE = 'GREETING = "hello"\n'
@@ -34,11 +36,6 @@ print('compiled' if any(name.endswith('probe.py') for name in compiled) else 're
 """
 
 
-def _compile(directory, mode="timestamp"):
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "-f", "--invalidation-mode", mode, str(directory)],
-                   check=True, capture_output=True, timeout=60)
-
-
 def _import_system_reads(directory) -> bool:
     done = subprocess.run([sys.executable, "-B", "-c", IMPORT_WATCHED], cwd=directory, check=True,
                           capture_output=True, text=True, timeout=60)
@@ -54,40 +51,40 @@ def _no_bytecode(source):
 
 
 def _compiled(source):
-    _compile(source.parent)
+    compile_bytecode(source.parent)
 
 
 def _rewritten_other_size_same_time(source):
-    _compile(source.parent)
+    compile_bytecode(source.parent)
     then = source.stat().st_mtime
     source.write_text(OTHER_SIZE)
     _set_mtime(source, then)
 
 
 def _source_newer(source):
-    _compile(source.parent)
+    compile_bytecode(source.parent)
     _set_mtime(source, time.time() + 10)
 
 
 def _bytecode_file_older_than_its_source(source):
-    _compile(source.parent)
+    compile_bytecode(source.parent)
     then = source.stat().st_mtime
     for pyc in (source.parent / "__pycache__").iterdir():
         _set_mtime(pyc, then - 100)
 
 
 def _unchecked_hash_then_changed(source):
-    _compile(source.parent, "unchecked-hash")
+    compile_bytecode(source.parent, invalidation_mode="unchecked-hash")
     source.write_text(OTHER_SIZE)
 
 
 def _checked_hash(source):
-    _compile(source.parent, "checked-hash")
+    compile_bytecode(source.parent, invalidation_mode="checked-hash")
     _set_mtime(source, time.time() + 10)
 
 
 def _checked_hash_then_changed(source):
-    _compile(source.parent, "checked-hash")
+    compile_bytecode(source.parent, invalidation_mode="checked-hash")
     source.write_text(SAME_SIZE)
 
 
@@ -106,16 +103,15 @@ def test_bytecode_is_current_as_the_import_system_finds_it(tmp_path, arrange, cu
     source.write_text(SOURCE)
     _set_mtime(source, time.time() - 1000)
     arrange(source)
-    cached = tmp_path / "__pycache__" / f"probe.{sys.implementation.cache_tag}.pyc"
-    assert bytecode_is_current(str(source), str(cached)) is current
+    assert bytecode_is_current(str(source), cache_from_source(str(source))) is current
     assert _import_system_reads(tmp_path) is current  # the import system agrees
 
 
 def test_a_source_that_cannot_be_read_raises(tmp_path):
     source = tmp_path / "probe.py"
     source.write_text(SOURCE)
-    _compile(tmp_path)
-    cached = tmp_path / "__pycache__" / f"probe.{sys.implementation.cache_tag}.pyc"
+    compile_bytecode(tmp_path)
+    cached = cache_from_source(str(source))
     source.unlink()
     with pytest.raises(OSError):
-        bytecode_is_current(str(source), str(cached))
+        bytecode_is_current(str(source), cached)

@@ -28,8 +28,9 @@ STANDIN = ROOT / "molecule" / "macos" / "launchd"
 LAUNCHD = STANDIN / "launchd-standin"
 LAUNCHCTL = STANDIN / "launchctl-standin"
 # The stand-in is Linux-only: it is PID 1 of a Linux container.
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="the launchd stand-in runs in Linux containers")
+pytestmark = [pytest.mark.deploy,  # runs Ansible: the deploy extra
+              pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                 reason="the launchd stand-in runs in Linux containers")]
 
 LABEL = "org.example.drain"
 # A job that takes DRAIN seconds to exit after SIGTERM, as a server finishing

@@ -16,6 +16,8 @@ import pytest
 
 from role_helpers import ansible_tool
 
+pytestmark = pytest.mark.deploy  # runs Ansible: the deploy extra, on the Python the tools need
+
 yaml = pytest.importorskip("yaml")  # comes with ansible-core (the deploy extra)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -32,6 +32,8 @@ from role_helpers import (
     task_name,
 )
 
+pytestmark = pytest.mark.deploy  # runs Ansible: the deploy extra, on the Python the tools need
+
 needs_systemd_analyze = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
 )

@@ -15,6 +15,8 @@ import pytest
 
 from role_helpers import REPO, ansible_env, ansible_tool, assert_refused_naming, failures, render_playbook
 
+pytestmark = pytest.mark.deploy  # runs Ansible: the deploy extra, on the Python the tools need
+
 LB_ROLE = REPO / "roles" / "forkserver_lb"
 
 INVENTORY = """\

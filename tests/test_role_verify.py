@@ -15,6 +15,8 @@ import pytest
 from conftest import wait_until
 from role_helpers import failures, run_playbook
 
+pytestmark = pytest.mark.deploy  # runs Ansible: the deploy extra, on the Python the tools need
+
 VERIFY = """\
 - name: Run the role's verify step
   hosts: localhost

@@ -77,8 +77,9 @@ def _run(settings: Settings, handover=None) -> int:
     app = load_app(settings.app, settings.chdir)
     if settings.check_config:
         _check_paths(settings)
+        answered = _check_app(app, settings) if settings.check_path else ""
         print(f"forkserver: configuration OK: app {settings.app or BUILTIN}, "
-              f"bind {', '.join(str(parse_address(b)) for b in settings.bind)}")
+              f"bind {', '.join(str(parse_address(b)) for b in settings.bind)}{answered}")
         return 0
     access_log = _open_access_log(settings)
     binds = [*settings.bind, *([METRICS + settings.metrics_bind] if settings.metrics_bind else [])]
@@ -93,16 +94,7 @@ def _run(settings: Settings, handover=None) -> int:
             max_children=settings.max_children,
             child_timeout=settings.child_timeout,
             graceful_timeout=settings.graceful_timeout,
-            connection_settings=ConnectionSettings(
-                header_timeout=settings.header_timeout,
-                keepalive=settings.keepalive,
-                child_timeout=settings.child_timeout,
-                limits=Limits(max_request_line=settings.limit_request_line,
-                              max_header_fields=settings.limit_request_fields,
-                              max_field_size=settings.limit_request_field_size,
-                              max_body=settings.max_body),
-                proxy_protocol_from=settings.proxy_protocol_from,
-            ),
+            connection_settings=_connection_settings(settings),
             access_log=access_log,
             handover=handover,
             state_file=settings.state_file,
@@ -124,6 +116,32 @@ def _warn_of_compiled_modules() -> None:
                 "compiler's leftovers stay in this process and every fork copies them; write the "
                 "bytecode once: python -m compileall -f %s", shown,
                 " ".join(directories[:3]) + (" ..." if len(directories) > 3 else ""))
+
+
+def _connection_settings(settings: Settings) -> ConnectionSettings:
+    return ConnectionSettings(
+        header_timeout=settings.header_timeout,
+        keepalive=settings.keepalive,
+        child_timeout=settings.child_timeout,
+        limits=Limits(max_request_line=settings.limit_request_line,
+                      max_header_fields=settings.limit_request_fields,
+                      max_field_size=settings.limit_request_field_size,
+                      max_body=settings.max_body),
+        proxy_protocol_from=settings.proxy_protocol_from,
+    )
+
+
+def _check_app(app, settings: Settings) -> str:
+    """--check-path: the app's answer to GET PATH, or StartupError (see appcheck.py)."""
+    from .appcheck import AppCheckError, check_app  # only a check needs it, never the server
+
+    try:
+        answered = check_app(app, settings.check_path, settings.bind[0], _connection_settings(settings))
+    except AppCheckError as exc:
+        raise StartupError(str(exc)) from None
+    except OSError as exc:
+        raise StartupError(f"cannot run the check request: {exc.strerror or exc}") from None
+    return f"; GET {settings.check_path} answered {answered}"
 
 
 def _check_paths(settings: Settings) -> None:

@@ -47,6 +47,7 @@ class Settings(NamedTuple):
     env_file: str | None = None
     chdir: str | None = None
     proxy_protocol_from: tuple = ()
+    check_path: str | None = None
     check_config: bool = False
     env_keys: frozenset = frozenset()  # variables the settings file set (not an option)
 
@@ -109,6 +110,15 @@ def choice(options: tuple[str, ...]):
 
 def optional_path(text: str) -> str | None:
     return text or None
+
+
+def request_path(text: str) -> str | None:
+    """An origin-form request target (/health, /status?deep=1), or empty for none."""
+    if not text:
+        return None
+    if not text.startswith("/") or any(char <= " " or char == "\x7f" for char in text):
+        raise ValueError(f"must be a request path that starts with / and has no spaces, not {text!r}")
+    return text
 
 
 def networks(text: str) -> tuple:
@@ -182,6 +192,10 @@ OPTIONS = (
            "and again at every hot upgrade", "PATH"),
     Option("chdir", ("--chdir",), optional_path,
            "change to DIR and import the app from there", "DIR"),
+    Option("check_path", ("--check-path",), request_path,
+           "with --check-config, and so before every hot upgrade switches to new code, also "
+           "GET PATH from the app as a forked child serves a client; an answer of 400 or above, "
+           "or none, fails the check (default: none)", "PATH"),
     Option("proxy_protocol_from", ("--proxy-protocol-from",), networks,
            "balancers whose connections begin with a PROXY protocol header (v1 or v2) naming "
            "the client: comma-separated IP addresses or networks; from any other peer such a "

@@ -166,6 +166,7 @@ class UpgradeCheck:
         self.output = bytearray()
         self.deadline = now + self.TIMEOUT
         self.timed_out = False
+        self.earlier_output = ""
 
     def read(self) -> None:
         try:
@@ -181,6 +182,7 @@ class UpgradeCheck:
         if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
             return None
         lines = self.output.decode("utf-8", "replace").strip().splitlines()
+        self.earlier_output = "\n".join(lines[:-1])  # a traceback the last line sums up, say
         if self.timed_out:
             return f"the new code did not finish --check-config within {self.TIMEOUT:g}s"
         if lines:

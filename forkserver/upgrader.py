@@ -74,6 +74,8 @@ class Upgrader:
         if self.arbiter.stopping:
             return
         if reason is not None:
+            if check.earlier_output:
+                log.error("the new code's check wrote:\n%s", check.earlier_output)
             self.failed(reason)
         elif self.arbiter.holding:
             self.pending = True  # after the connection held while fork fails is served

@@ -272,3 +272,19 @@ def status_from_path(environ, start_response):
     code = int(environ["PATH_INFO"].rsplit("/", 1)[-1])
     start_response(f"{code} Status {code}", [("Content-Type", "text/plain")])
     return [b"Hello, World!\n"]
+
+
+_IMPORTED_BY = os.getpid()
+
+
+def served_like_a_client(environ, start_response):
+    """200 only for GET /dump?x=1 served in a forked child, as a client of 127.0.0.1:8123 would
+    be; else 418 with the first difference as the reason (the check's message shows it)."""
+    expected = {"REQUEST_METHOD": "GET", "PATH_INFO": "/dump", "QUERY_STRING": "x=1",
+                "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8123", "HTTP_HOST": "127.0.0.1:8123",
+                "REMOTE_ADDR": "127.0.0.1", "SERVER_PROTOCOL": "HTTP/1.1"}
+    wrong = [f"{key} is {environ.get(key)!r}" for key, value in expected.items() if environ.get(key) != value]
+    if os.getpid() == _IMPORTED_BY:
+        wrong.append("called in the process that imported the app")
+    start_response("200 OK" if not wrong else f"418 {wrong[0]}", [("Content-Type", "text/plain")])
+    return [b"ok"]

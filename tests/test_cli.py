@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
@@ -108,6 +109,63 @@ def test_check_config_passes_and_does_not_bind():
     done = run("flask_app:app", "--check-config", "--bind", "127.0.0.1:1")
     assert done.returncode == 0, done.stderr
     assert "configuration OK" in done.stdout and "flask_app:app" in done.stdout
+
+
+@pytest.mark.parametrize("app, path, answered", [
+    (None, "/hello", "200 OK"),
+    ("apps:status_from_path", "/status/204", "204 Status 204"),
+    ("apps:status_from_path", "/status/302", "302 Status 302"),
+])
+def test_check_path_passes_below_400_and_says_what_the_app_answered(app, path, answered):
+    done = run(*([app] if app else []), "--check-config", "--check-path", path, "--bind", "127.0.0.1:1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith(f"; GET {path} answered {answered}"), done.stdout
+
+
+@pytest.mark.parametrize("app, path, words", [
+    (None, "/nothing-here", ["GET /nothing-here", "404 Not Found"]),
+    ("apps:status_from_path", "/status/503", ["GET /status/503", "503 Status 503"]),
+])
+def test_check_path_fails_at_400_and_above_with_one_line(app, path, words):
+    one_line_error(run(*([app] if app else []), "--check-config", "--check-path", path), 1, *words)
+
+
+def test_check_path_of_a_crashing_app_logs_the_traceback_and_ends_with_the_reason():
+    done = run("apps:crash", "--check-config", "--check-path", "/hello")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" in done.stderr and "the app broke on purpose" in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == \
+        "forkserver: the app answered GET /hello with 500 Internal Server Error"
+
+
+def test_check_path_of_a_hanging_app_fails_at_the_child_timeout_and_leaves_no_process():
+    mark = f"check-{os.getpid()}-{time.monotonic_ns()}"
+    done = run("apps:hang", "--check-config", "--check-path", "/hello", "--child-timeout", "1",
+               env={"FORKSERVER_TEST_MARK": mark})
+    one_line_error(done, 1, "did not answer GET /hello within 1s", "--child-timeout")
+    left = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("FORKSERVER_TEST_MARK") == mark:
+                left.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    assert left == []
+
+
+def test_check_path_reaches_the_app_in_a_child_as_a_client_of_the_first_listener_would():
+    done = run("apps:served_like_a_client", "--check-config", "--check-path", "/dump?x=1",
+               "--bind", "127.0.0.1:8123", "--bind", "unix:/nonexistent/forkserver.sock")
+    assert done.returncode == 0, done.stderr
+    assert "answered 200 OK" in done.stdout
+
+
+@pytest.mark.parametrize("args, env, words", [
+    (["--check-path", "hello"], {}, ["--check-path", "starts with /"]),
+    ([], {"FORKSERVER_CHECK_PATH": "/a b"}, ["FORKSERVER_CHECK_PATH", "'/a b'"]),
+])
+def test_check_path_must_be_a_request_path(args, env, words):
+    one_line_error(run("--check-config", *args, env=env), 2, *words)
 
 
 def test_console_script_and_module_are_the_same_command():

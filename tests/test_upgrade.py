@@ -174,6 +174,34 @@ def test_app_that_does_not_import_leaves_the_old_code_serving(start_server, tmp_
     assert requests.get(server.url + "/hello", timeout=5).text == "Hello, World!"
 
 
+def test_app_that_fails_the_check_path_never_serves_and_good_code_still_passes(start_server, tmp_path,
+                                                                               settings_file):
+    settings_file.write_text('FORKSERVER_CHECK_PATH="/hello"\n')
+    server, state = start(start_server, tmp_path, settings_file)
+    client = ClientLoop(server.url + "/hello")
+    client.start()
+    try:
+        time.sleep(0.3)
+        settings_file.write_text('FORKSERVER_CHECK_PATH="/hello"\nFORKSERVER_APP="apps:crash"\n')
+        refused = reload(state)
+        recorded = json.loads(state.read_text())
+        time.sleep(0.3)
+        settings_file.write_text('FORKSERVER_CHECK_PATH="/hello"\n')
+        accepted = reload(state)
+        time.sleep(0.3)
+    finally:
+        client.stop()
+    assert refused.returncode == 1
+    assert "the app answered GET /hello with 500 Internal Server Error" in refused.stderr
+    assert recorded["generation"] == 0 and recorded["last_upgrade"]["result"] == "failed"
+    assert server.wait_for_log("the app broke on purpose")  # the check's traceback, in the server's log
+    assert accepted.returncode == 0, accepted.stderr
+    assert json.loads(state.read_text())["generation"] == 1
+    # Judged by the client: not one answer came from the app that failed the check.
+    assert client.failures == [], client.failures[:5]
+    assert client.bodies == {"Hello, World!"} and client.ok > 20
+
+
 def test_reload_without_an_outcome_says_what_the_state_file_still_records(tmp_path):
     # A process that ignores SIGHUP stands for a server whose upgrade never ends.
     deaf = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, "

@@ -152,12 +152,25 @@ def test_env_file_defaults(defaults, tmp_path):
         "FORKSERVER_MAX_BODY": "10485760",
         "FORKSERVER_ACCESS_LOG_FORMAT": "common",
         "FORKSERVER_LOG_LEVEL": "info",
+        "FORKSERVER_CHECK_PATH": "/hello",
     }
     sourced = source_env_file(defaults.env_path)
     for key, value in env.items():
         assert sourced[key] == value
     r = render(tmp_path, {"forkserver_metrics_bind": "127.0.0.1:9888"})
     assert parse_systemd_env_file(r.env_text)["FORKSERVER_METRICS_BIND"] == "127.0.0.1:9888"
+
+
+@pytest.mark.parametrize("extra, check_path", [
+    ({"forkserver_verify_path": "/healthz"}, "/healthz"),
+    ({"forkserver_verify_status": 401}, None),  # a check path that must fail is no check
+    ({"forkserver_verify": False}, None),
+    ({"forkserver_check_path": ""}, None),
+    ({"forkserver_check_path": "/ready?deep=1"}, "/ready?deep=1"),
+])
+def test_check_path_follows_verify_unless_set(tmp_path, extra, check_path):
+    env = parse_systemd_env_file(render(tmp_path, extra).env_text)
+    assert env.get("FORKSERVER_CHECK_PATH") == check_path
 
 
 @pytest.fixture(scope="module")
@@ -368,6 +381,8 @@ INCLUDE_ROLE = """\
         ({"forkserver_verify_retry_statuses": "503"}, "forkserver_verify_retry_statuses"),
         ({"forkserver_verify_retry_statuses": [503, 700]}, "forkserver_verify_retry_statuses"),
         ({"forkserver_verify_retry_statuses": [200, 503]}, "forkserver_verify_retry_statuses"),
+        ({"forkserver_check_path": "healthz"}, "forkserver_check_path"),
+        ({"forkserver_check_path": "/health check"}, "forkserver_check_path"),
     ],
 )
 def test_wrong_variable_fails_naming_it(tmp_path, extra, name):

@@ -1,7 +1,8 @@
 """Hot upgrade: the parent re-executes itself in place, keeping what clients depend on.
 
 On SIGHUP the parent first runs the new code as ``--check-config`` (the app
-imports, the settings are valid), still serving meanwhile. If that passes it
+imports, the settings are valid, and with ``--check-path`` the app answers
+that path: see appcheck.py), still serving meanwhile. If that passes it
 executes the new code in its own process: the pid stays (so the service
 manager's main pid, the pid file and the parent of every running child stay
 the same), the listening sockets stay open across exec (so no connection is

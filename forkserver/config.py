@@ -5,14 +5,14 @@ variables, so a systemd EnvironmentFile or a launchd EnvironmentVariables dict c
 say anything the command line can. The command line wins over the environment.
 """
 
-import argparse
+import gc
+import importlib
 import ipaddress
 import os
 import re
 import sys
 from typing import NamedTuple  # annotations evaluated, not strings: see bytecode.py
 
-from . import __version__
 from .envfile import EnvFileError, apply_env_file
 
 ENV_PREFIX = "FORKSERVER_"
@@ -203,66 +203,6 @@ OPTIONS = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a mistake as one line (exit 2) instead of usage plus error."""
-
-    def error(self, message):
-        raise UsageError(message)
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's own, told the width: left to find it, argparse imports shutil,
-    which loads the bz2, lzma and zlib libraries into the server for good, and
-    every mapping the server holds is copied again at each fork."""
-
-    def __init__(self, prog, **kwargs):
-        kwargs.setdefault("width", _terminal_columns() - 2)  # as argparse does
-        super().__init__(prog, **kwargs)
-
-
-def _terminal_columns() -> int:
-    """shutil.get_terminal_size()'s width: $COLUMNS, else the terminal's, else 80."""
-    try:
-        columns = int(os.environ.get("COLUMNS", 0))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
-
-
-def _argparse_type(option: Option):
-    def convert(text):
-        try:
-            return option.parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    convert.__name__ = option.dest
-    return convert
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="forkserver", formatter_class=_HelpFormatter,
-        description="A fork-per-connection HTTP/1.1 WSGI server. Every option can also be set "
-                    "with an environment variable FORKSERVER_<OPTION>, e.g. FORKSERVER_MAX_CHILDREN=64.",
-    )
-    parser.add_argument("app", nargs="?", metavar="MODULE:APP",
-                        help="the WSGI application to serve (env FORKSERVER_APP); "
-                             "default: a built-in app answering GET /hello with Hello, World!")
-    for option in OPTIONS:
-        parser.add_argument(*option.flags, dest=option.dest, type=_argparse_type(option),
-                            action="append" if option.repeatable else "store",
-                            metavar=option.metavar, help=option.help)
-    parser.add_argument("--check-config", action="store_true",
-                        help="load the app and check the settings, then exit (0 when all is well)")
-    parser.add_argument("--version", action="version", version=f"forkserver {__version__}")
-    return parser
-
-
 def _from_environment(environ) -> dict:
     values = {}
     for option in OPTIONS:
@@ -287,8 +227,8 @@ def load_settings(argv=None, environ=None, previous_env_keys=frozenset(), read_e
     """Merge defaults, FORKSERVER_* variables (the settings file's over the process's) and flags,
     in rising order of precedence."""
     environ = os.environ if environ is None else environ
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    env_file = args.env_file or environ.get(ENV_PREFIX + "ENV_FILE", "").strip()
+    flags = _parse_flags(sys.argv[1:] if argv is None else argv)
+    env_file = flags["env_file"] or environ.get(ENV_PREFIX + "ENV_FILE", "").strip()
     env_keys = previous_env_keys
     if env_file and read_env_file:
         try:
@@ -297,10 +237,31 @@ def load_settings(argv=None, environ=None, previous_env_keys=frozenset(), read_e
             raise UsageError(str(exc)) from None
     values = _from_environment(environ)
     values["env_keys"] = env_keys
-    for key, value in vars(args).items():
+    for key, value in flags.items():
         if key == "check_config":
             if value:
                 values[key] = True
         elif value is not None:
             values[key] = tuple(value) if isinstance(value, list) else value
     return Settings(**values)
+
+
+# The command-line parser and what it imports (gettext, and locale for the
+# translations gettext looks up): needed once, and about 0.5 MB of objects
+# that every fork would copy the page tables of, and every child's exit unmap.
+_PARSER_MODULES = ("forkserver.flags", "argparse", "gettext", "locale")
+
+
+def _parse_flags(argv: list[str]) -> dict:
+    """The command line, parsed by flags.py; its modules are then dropped (those
+    this call imported), so the memory they held goes to what is loaded next."""
+    loaded_before = set(sys.modules)
+    try:
+        return importlib.import_module(".flags", __package__).parse(argv)  # no name left holding it
+    finally:
+        dropped = [name for name in _PARSER_MODULES if name not in loaded_before]
+        for name in dropped:
+            sys.modules.pop(name, None)
+        if "forkserver.flags" in dropped:
+            del sys.modules[__package__].flags
+        gc.collect()  # modules are cycles (their functions refer to their globals)

@@ -4,7 +4,8 @@ A child is a fork of the serving parent and imports nothing of its own before
 the app runs, so what it answers is what the parent holds: what every fork
 copies. This module imports only sys, so as not to add to it.
 
-``/`` answers the names in ``sys.modules``. ``/ast-classes`` answers the
+``/`` answers the names in ``sys.modules``, ``/live-modules`` those of every
+module object still alive, listed or not. ``/ast-classes`` answers the
 classes of the ``ast`` module that exist (none until something in the process
 first calls ``compile()``, which builds all of them); ``/ast-classes?compile``
 calls it first.
@@ -21,6 +22,11 @@ def app(environ, start_response):
         for cls in classes:
             classes.extend(cls.__subclasses__())
         names = [cls.__name__ for cls in classes]
+    elif environ["PATH_INFO"] == "/live-modules":
+        import gc  # the parent has it (gc.freeze)
+
+        gc.unfreeze()  # in this child only: get_objects() leaves out what the parent froze
+        names = sorted(obj.__name__ for obj in gc.get_objects() if isinstance(obj, type(sys)))
     else:
         names = sorted(sys.modules)
     body = "\n".join(names).encode()

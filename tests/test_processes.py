@@ -236,8 +236,10 @@ def test_parent_stays_small_with_the_built_in_app(start_server):
 # every child, and the rest is memory every fork copies page tables for and
 # every child's exit unmaps, for code that runs only on an error (traceback),
 # at an upgrade or a state-file write (json), in a metrics child (platform),
-# or never (logging, shutil and the compression libraries it loads).
-NOT_IN_THE_PARENT = {"threading", "logging", "traceback", "json", "platform", "shutil", "zlib", "bz2", "lzma"}
+# or never (logging, shutil and the compression libraries it loads), or only
+# to read the command line (argparse, and gettext and locale for its messages).
+NOT_IN_THE_PARENT = {"threading", "logging", "traceback", "json", "platform", "shutil", "zlib", "bz2", "lzma",
+                     "argparse", "gettext", "locale", "forkserver.flags"}
 
 
 def test_the_serving_parent_holds_no_module_it_does_not_serve_with(start_server):
@@ -247,6 +249,10 @@ def test_the_serving_parent_holds_no_module_it_does_not_serve_with(start_server)
     held = set(res.text.split("\n"))
     assert {"forkserver.arbiter", "forkserver.connection", "modules_app"} <= held, sorted(held)
     assert not held & NOT_IN_THE_PARENT, sorted(held & NOT_IN_THE_PARENT)
+    # Gone, not only unlisted: no module object of theirs is left alive.
+    alive = set(requests.get(server.url + "/live-modules", timeout=10).text.split("\n"))
+    assert "forkserver.arbiter" in alive, sorted(alive)
+    assert not alive & NOT_IN_THE_PARENT, sorted(alive & NOT_IN_THE_PARENT)
 
 
 def test_the_serving_parent_never_built_the_ast_classes(start_server):

@@ -249,7 +249,8 @@ def load_settings(argv=None, environ=None, previous_env_keys=frozenset(), read_e
 # The command-line parser and what it imports (gettext, and locale for the
 # translations gettext looks up): needed once, and about 0.5 MB of objects
 # that every fork would copy the page tables of, and every child's exit unmap.
-_PARSER_MODULES = ("forkserver.flags", "argparse", "gettext", "locale")
+_FLAGS_MODULE = f"{__package__}.flags"
+_PARSER_MODULES = (_FLAGS_MODULE, "argparse", "gettext", "locale")
 
 
 def _parse_flags(argv: list[str]) -> dict:
@@ -257,11 +258,11 @@ def _parse_flags(argv: list[str]) -> dict:
     this call imported), so the memory they held goes to what is loaded next."""
     loaded_before = set(sys.modules)
     try:
-        return importlib.import_module(".flags", __package__).parse(argv)  # no name left holding it
+        return importlib.import_module(_FLAGS_MODULE).parse(argv)  # no name left holding it
     finally:
         dropped = [name for name in _PARSER_MODULES if name not in loaded_before]
         for name in dropped:
             sys.modules.pop(name, None)
-        if "forkserver.flags" in dropped:
+        if _FLAGS_MODULE in dropped:
             del sys.modules[__package__].flags
         gc.collect()  # modules are cycles (their functions refer to their globals)

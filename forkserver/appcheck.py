@@ -32,10 +32,12 @@ class AppCheckError(Exception):
     """The app did not answer the check request well: one line for the operator."""
 
 
-def check_app(app, path: str, bind: str, settings: ConnectionSettings) -> str:
-    """GET `path` from `app` as a client of `bind` would; returns the status line's
-    code and reason (``200 OK``), or raises AppCheckError."""
-    server_address, host = _addressed_as(bind)
+def check_app(app, path: str, bind: str, settings: ConnectionSettings, host: str | None = None) -> str:
+    """GET `path` from `app` as a client of `bind` would, naming `host` in the Host
+    header (default: the address of `bind`); returns the status line's code and
+    reason (``200 OK``), or raises AppCheckError."""
+    server_address, address_host = _addressed_as(bind)
+    host = host or address_host
     request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: forkserver-check\r\n"
                "Connection: close\r\n\r\n").encode("latin-1")
     ours, theirs = socket.socketpair()

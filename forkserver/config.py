@@ -48,6 +48,7 @@ class Settings(NamedTuple):
     chdir: str | None = None
     proxy_protocol_from: tuple = ()
     check_path: str | None = None
+    check_host: str | None = None
     check_config: bool = False
     env_keys: frozenset = frozenset()  # variables the settings file set (not an option)
 
@@ -118,6 +119,19 @@ def request_path(text: str) -> str | None:
         return None
     if not text.startswith("/") or any(char <= " " or char == "\x7f" for char in text):
         raise ValueError(f"must be a request path that starts with / and has no spaces, not {text!r}")
+    return text
+
+
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+
+
+def host_header(text: str) -> str | None:
+    """A Host header value (www.example.com, example.com:8080, [::1]:8888), or empty for none."""
+    if not text:
+        return None
+    if not _HOST.match(text):
+        raise ValueError(f"must be a host name or address with an optional :port, "
+                         f"such as www.example.com, not {text!r}")
     return text
 
 
@@ -196,6 +210,10 @@ OPTIONS = (
            "with --check-config, and so before every hot upgrade switches to new code, also "
            "GET PATH from the app as a forked child serves a client; an answer of 400 or above, "
            "or none, fails the check (default: none)", "PATH"),
+    Option("check_host", ("--check-host",), host_header,
+           "the Host header of the --check-path request, for an app that answers only its own "
+           "names (Django's ALLOWED_HOSTS, Flask's TRUSTED_HOSTS) (default: the first bind's "
+           "address, as a client on this machine would send it)", "HOST"),
     Option("proxy_protocol_from", ("--proxy-protocol-from",), networks,
            "balancers whose connections begin with a PROXY protocol header (v1 or v2) naming "
            "the client: comma-separated IP addresses or networks; from any other peer such a "

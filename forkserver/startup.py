@@ -93,7 +93,8 @@ def _check_app(app, settings: Settings) -> str:
     from .appcheck import AppCheckError, check_app  # only a check needs it, never the server
 
     try:
-        answered = check_app(app, settings.check_path, settings.bind[0], _connection_settings(settings))
+        answered = check_app(app, settings.check_path, settings.bind[0], _connection_settings(settings),
+                             settings.check_host)
     except AppCheckError as exc:
         raise StartupError(str(exc)) from None
     except OSError as exc:

@@ -18,3 +18,14 @@ def echo_json():
 @app.get("/missing")
 def missing():
     return "nothing here", 404
+
+
+# Answers only the names it trusts, as Django's ALLOWED_HOSTS does: any other
+# Host header gets 400 from Flask itself.
+strict_hosts = Flask("strict_hosts")
+strict_hosts.config["TRUSTED_HOSTS"] = ["www.example.com"]
+
+
+@strict_hosts.get("/healthz")
+def healthz():
+    return "ok"

@@ -160,6 +160,26 @@ def test_check_path_reaches_the_app_in_a_child_as_a_client_of_the_first_listener
     assert "answered 200 OK" in done.stdout
 
 
+def test_check_host_names_the_host_an_app_that_answers_only_its_own_names_accepts():
+    """Flask's TRUSTED_HOSTS (as Django's ALLOWED_HOSTS) refuses the address the check
+    would otherwise name; --check-host (or its variable) sends the name it trusts."""
+    check = ("flask_app:strict_hosts", "--check-config", "--check-path", "/healthz", "--bind", "127.0.0.1:1")
+    one_line_error(run(*check), 1, "GET /healthz", "400 BAD REQUEST")
+    for done in (run(*check, "--check-host", "www.example.com"),
+                 run(*check, env={"FORKSERVER_CHECK_HOST": "www.example.com"})):
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().endswith("; GET /healthz answered 200 OK"), done.stdout
+
+
+@pytest.mark.parametrize("args, env, words", [
+    (["--check-host", "www.example.com/x"], {}, ["--check-host", "host name or address", "'www.example.com/x'"]),
+    (["--check-host", "a b"], {}, ["--check-host", "'a b'"]),
+    ([], {"FORKSERVER_CHECK_HOST": "example.com:port"}, ["FORKSERVER_CHECK_HOST", "'example.com:port'"]),
+])
+def test_check_host_must_be_a_host_and_optional_port(args, env, words):
+    one_line_error(run("--check-config", *args, env=env), 2, *words)
+
+
 @pytest.mark.parametrize("args, env, words", [
     (["--check-path", "hello"], {}, ["--check-path", "starts with /"]),
     ([], {"FORKSERVER_CHECK_PATH": "/a b"}, ["FORKSERVER_CHECK_PATH", "'/a b'"]),

@@ -173,6 +173,12 @@ def test_check_path_follows_verify_unless_set(tmp_path, extra, check_path):
     assert env.get("FORKSERVER_CHECK_PATH") == check_path
 
 
+@pytest.mark.parametrize("check_host", ["www.example.com", "example.com:8080", "[::1]:8888"])
+def test_check_host_goes_into_the_settings_file(tmp_path, check_host):
+    env = parse_systemd_env_file(render(tmp_path, {"forkserver_check_host": check_host}).env_text)
+    assert env["FORKSERVER_CHECK_HOST"] == check_host
+
+
 @pytest.fixture(scope="module")
 def launchd_defaults(tmp_path_factory):
     return render(tmp_path_factory.mktemp("launchd"), {"forkserver_service_manager": "launchd"})
@@ -383,6 +389,8 @@ INCLUDE_ROLE = """\
         ({"forkserver_verify_retry_statuses": [200, 503]}, "forkserver_verify_retry_statuses"),
         ({"forkserver_check_path": "healthz"}, "forkserver_check_path"),
         ({"forkserver_check_path": "/health check"}, "forkserver_check_path"),
+        ({"forkserver_check_host": "www.example.com/"}, "forkserver_check_host"),
+        ({"forkserver_check_host": "http://www.example.com"}, "forkserver_check_host"),
     ],
 )
 def test_wrong_variable_fails_naming_it(tmp_path, extra, name):

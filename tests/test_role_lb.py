@@ -98,6 +98,16 @@ def test_check_path_follows_the_forkserver_verify_path(tmp_path):
     assert "default-server check inter 500 fall 2 rise 2" in backend
 
 
+def test_check_host_follows_the_forkserver_check_host(tmp_path):
+    """With a Host header the check is HTTP/1.1 (HAProxy's http-check send ver/hdr); without, as before."""
+    config, _ = render(tmp_path, {"forkserver_check_host": "www.example.com"})
+    assert "http-check send meth GET uri /hello ver HTTP/1.1 hdr Host www.example.com" in \
+        section(config, "backend forkservers")
+    (tmp_path / "none").mkdir()
+    config, _ = render(tmp_path / "none")
+    assert "http-check send meth GET uri /hello" in section(config, "backend forkservers")
+
+
 def test_hardening_drop_in(tmp_path):
     _, dropin = render(tmp_path)
     keys = dict(line.split("=", 1) for line in dropin.splitlines() if "=" in line and not line.startswith("#"))
@@ -114,6 +124,7 @@ def test_hardening_drop_in(tmp_path):
         ({"forkserver_lb_bind": ["80"]}, "forkserver_lb_bind"),
         ({"forkserver_lb_bind": [":99999"]}, "forkserver_lb_bind"),
         ({"forkserver_lb_check_path": "hello"}, "forkserver_lb_check_path"),
+        ({"forkserver_lb_check_host": "www.example.com/x"}, "forkserver_lb_check_host"),
         ({"forkserver_lb_check_interval_ms": 10}, "forkserver_lb_check_interval_ms"),
         ({"forkserver_lb_backend_group": "nobody"}, "forkserver_lb_backend_group"),
         ({"forkserver_lb_maxconn": "many"}, "forkserver_lb_maxconn"),

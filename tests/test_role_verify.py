@@ -31,22 +31,34 @@ VERIFY = """\
 RETRIES = 2  # so a retried status is requested RETRIES + 1 times
 
 
-@pytest.fixture(params=["tcp", "unix"])
-def server(request, start_server, tmp_path_factory):
+def serve(app, kind, start_server, tmp_path_factory):
+    """`app` served over TCP or a unix socket, with an access log and a state file."""
     where = tmp_path_factory.mktemp("verify")
-    bind = "127.0.0.1:0" if request.param == "tcp" else f"unix:{where / 'fs.sock'}"
+    bind = "127.0.0.1:0" if kind == "tcp" else f"unix:{where / 'fs.sock'}"
     state = where / "state.json"
-    started = start_server("apps:status_from_path", "--access-log", "-", "--state-file", str(state), bind=bind)
-    started.bind = f"127.0.0.1:{started.port}" if request.param == "tcp" else bind
+    started = start_server(app, "--access-log", "-", "--state-file", str(state), bind=bind)
+    started.bind = f"127.0.0.1:{started.port}" if kind == "tcp" else bind
+    started.app = app
     started.state = state
     return started
 
 
-def verify(tmp_path, server, status):
+@pytest.fixture(params=["tcp", "unix"])
+def server(request, start_server, tmp_path_factory):
+    return serve("apps:status_from_path", request.param, start_server, tmp_path_factory)
+
+
+@pytest.fixture(params=["tcp", "unix"])
+def strict_hosts_server(request, start_server, tmp_path_factory):
+    return serve("flask_app:strict_hosts", request.param, start_server, tmp_path_factory)
+
+
+def verify(tmp_path, server, status, path=None, **extra):
+    """Run verify against `server`, asking /status/STATUS (or `path`) and expecting 200."""
     proc = run_playbook(tmp_path, VERIFY, {
         "forkserver_bind": [server.bind],
-        "forkserver_app": "apps:status_from_path",
-        "forkserver_verify_path": f"/status/{status}",
+        "forkserver_app": server.app,
+        "forkserver_verify_path": path or f"/status/{status}",
         "forkserver_verify_retries": RETRIES,
         "forkserver_verify_delay": 0,
         "forkserver_verify_timeout": 5,
@@ -55,15 +67,17 @@ def verify(tmp_path, server, status):
         "forkserver_launchd_log_dir": str(tmp_path / "logs"),
         "_forkserver_state_file": str(server.state),
         "_forkserver_current_python": sys.executable,  # what the unix-socket check runs
+        **extra,
     }, json_output=True)
     failed, _stats = failures(proc.stdout)
     return proc, failed
 
 
-def requests_seen(server, status, expected):
-    """How many requests for /status/STATUS the access log shows, once it shows `expected` (or 10 s passed)."""
+def requests_seen(server, status, expected, path=None):
+    """How many requests for /status/STATUS (or `path`) the access log shows answered
+    STATUS, once it shows `expected` (or 10 s passed)."""
     def count():
-        return len(re.findall(rf'"GET /status/{status} HTTP/1.1" {status} ', server.log))
+        return len(re.findall(rf'"GET {path or f"/status/{status}"} HTTP/1.1" {status} ', server.log))
     wait_until(lambda: count() >= expected)
     return count()
 
@@ -88,3 +102,18 @@ def test_verify_retries_a_not_ready_status_then_fails(tmp_path, server):
     assert f"expecting 200; still failing after {RETRIES} retries)" in failed[-1][1], failed[-1][1]
     assert requests_seen(server, 503, RETRIES + 1) == RETRIES + 1, server.log
 
+
+
+def test_verify_names_the_check_host_to_an_app_that_answers_only_its_own_names(tmp_path, strict_hosts_server):
+    """Flask's TRUSTED_HOSTS (as Django's ALLOWED_HOSTS) answers 400 to the address
+    verify connects to; with forkserver_check_host, verify names the host it trusts."""
+    server = strict_hosts_server
+    (tmp_path / "named").mkdir()
+    (tmp_path / "unnamed").mkdir()
+    proc, failed = verify(tmp_path / "named", server, 200, "/healthz", forkserver_check_host="www.example.com")
+    assert failed == [], proc.stdout[-3000:]
+    assert requests_seen(server, 200, 1, "/healthz") == 1, server.log
+    proc, failed = verify(tmp_path / "unnamed", server, 200, "/healthz")
+    assert failed and failed[-1][0] == "Fail the deploy", failed
+    assert "a definite wrong answer, not retried" in failed[-1][1], failed[-1][1]
+    assert requests_seen(server, 400, 1, "/healthz") == 1, server.log

@@ -53,12 +53,12 @@ def strict_hosts_server(request, start_server, tmp_path_factory):
     return serve("flask_app:strict_hosts", request.param, start_server, tmp_path_factory)
 
 
-def verify(tmp_path, server, status, path=None, **extra):
-    """Run verify against `server`, asking /status/STATUS (or `path`) and expecting 200."""
+def verify(tmp_path, server, path, **extra):
+    """Run verify against `server`, asking for `path` and expecting 200."""
     proc = run_playbook(tmp_path, VERIFY, {
         "forkserver_bind": [server.bind],
         "forkserver_app": server.app,
-        "forkserver_verify_path": path or f"/status/{status}",
+        "forkserver_verify_path": path,
         "forkserver_verify_retries": RETRIES,
         "forkserver_verify_delay": 0,
         "forkserver_verify_timeout": 5,
@@ -73,35 +73,34 @@ def verify(tmp_path, server, status, path=None, **extra):
     return proc, failed
 
 
-def requests_seen(server, status, expected, path=None):
-    """How many requests for /status/STATUS (or `path`) the access log shows answered
-    STATUS, once it shows `expected` (or 10 s passed)."""
+def requests_seen(server, path, status, expected):
+    """How many requests for `path` the access log shows answered STATUS, once it
+    shows `expected` (or 10 s passed)."""
     def count():
-        return len(re.findall(rf'"GET {path or f"/status/{status}"} HTTP/1.1" {status} ', server.log))
+        return len(re.findall(rf'"GET {path} HTTP/1.1" {status} ', server.log))
     wait_until(lambda: count() >= expected)
     return count()
 
 
 def test_verify_passes_on_the_expected_status_with_one_request(tmp_path, server):
-    proc, failed = verify(tmp_path, server, 200)
+    proc, failed = verify(tmp_path, server, "/status/200")
     assert failed == [], proc.stdout[-3000:]
-    assert requests_seen(server, 200, 1) == 1, server.log
+    assert requests_seen(server, "/status/200", 200, 1) == 1, server.log
 
 
 def test_verify_fails_at_once_on_a_wrong_status(tmp_path, server):
-    proc, failed = verify(tmp_path, server, 500)
+    proc, failed = verify(tmp_path, server, "/status/500")
     assert failed and failed[-1][0] == "Fail the deploy", failed
     message = failed[-1][1]
     assert "expecting 200; a definite wrong answer, not retried)" in message, message
-    assert requests_seen(server, 500, 1) == 1, server.log
+    assert requests_seen(server, "/status/500", 500, 1) == 1, server.log
 
 
 def test_verify_retries_a_not_ready_status_then_fails(tmp_path, server):
-    proc, failed = verify(tmp_path, server, 503)
+    proc, failed = verify(tmp_path, server, "/status/503")
     assert failed and failed[-1][0] == "Fail the deploy", failed
     assert f"expecting 200; still failing after {RETRIES} retries)" in failed[-1][1], failed[-1][1]
-    assert requests_seen(server, 503, RETRIES + 1) == RETRIES + 1, server.log
-
+    assert requests_seen(server, "/status/503", 503, RETRIES + 1) == RETRIES + 1, server.log
 
 
 def test_verify_names_the_check_host_to_an_app_that_answers_only_its_own_names(tmp_path, strict_hosts_server):
@@ -110,10 +109,10 @@ def test_verify_names_the_check_host_to_an_app_that_answers_only_its_own_names(t
     server = strict_hosts_server
     (tmp_path / "named").mkdir()
     (tmp_path / "unnamed").mkdir()
-    proc, failed = verify(tmp_path / "named", server, 200, "/healthz", forkserver_check_host="www.example.com")
+    proc, failed = verify(tmp_path / "named", server, "/healthz", forkserver_check_host="www.example.com")
     assert failed == [], proc.stdout[-3000:]
-    assert requests_seen(server, 200, 1, "/healthz") == 1, server.log
-    proc, failed = verify(tmp_path / "unnamed", server, 200, "/healthz")
+    assert requests_seen(server, "/healthz", 200, 1) == 1, server.log
+    proc, failed = verify(tmp_path / "unnamed", server, "/healthz")
     assert failed and failed[-1][0] == "Fail the deploy", failed
     assert "a definite wrong answer, not retried" in failed[-1][1], failed[-1][1]
-    assert requests_seen(server, 400, 1, "/healthz") == 1, server.log
+    assert requests_seen(server, "/healthz", 400, 1) == 1, server.log

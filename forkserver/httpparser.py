@@ -236,8 +236,18 @@ class RequestParser:
         return True
 
     def _check_partial_head(self) -> None:
-        """A head still arriving must stay within the limits, and use CRLF."""
+        """A head still arriving must stay within the limits, use CRLF, and begin with a method.
+
+        The method is checked as soon as it arrives, so that a client speaking
+        another protocol (an ssh banner, a redis command) hears 400 at once,
+        not 408 after the header timeout. (A TLS ClientHello already holds a
+        bare LF, refused below.)
+        """
         pending = self._pending
+        space = pending.find(b" ")
+        method = pending if space < 0 else pending[:space]
+        if method not in (b"", b"\r") and not _METHOD.fullmatch(method):  # b"\r": a CRLF half there
+            raise HTTPError(400, "malformed request line")
         line_start = pending.rfind(b"\n") + 1
         if line_start == 0:
             if len(pending) > self.limits.max_request_line:

@@ -3,6 +3,7 @@
 import email.utils
 import json
 import socket
+import ssl
 import time
 
 import pytest
@@ -249,6 +250,26 @@ def test_slowloris_gets_408_and_is_closed(hello):
 def test_silent_client_gets_408(hello):
     with socket.create_connection(("127.0.0.1", hello.port), timeout=10) as sock:
         assert status_of(read_until_close(sock, 10)) == 408
+
+
+def tls_client_hello() -> bytes:
+    """The first bytes a TLS client sends, as Python's own ssl module makes them."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+@pytest.mark.parametrize("first_bytes", [tls_client_hello, lambda: b"SSH-2.0-OpenSSH_9.6\r\n", lambda: b"PING\r\n"],
+                         ids=["tls", "ssh", "redis"])
+def test_another_protocol_on_the_plain_port_is_refused_at_once(hello, first_bytes):
+    """A client speaking something else (an https:// URL, ssh, redis-cli) gets 400
+    for its first bytes, not the 408 an unfinished head gets at the header timeout."""
+    with socket.create_connection(("127.0.0.1", hello.port), timeout=10) as sock:
+        sock.sendall(first_bytes())
+        assert status_of(read_until_close(sock, 10)) == 400
+    assert still_serving(hello)
 
 
 def test_expect_100_continue(echo):

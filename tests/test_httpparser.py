@@ -202,6 +202,17 @@ def test_bare_lf_is_refused_without_waiting_for_the_end_of_the_head():
     assert refusal(b"GET / HTTP/1.1\nHost: h\n") == 400
 
 
+@pytest.mark.parametrize("start", [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS ClientHello
+                                   b"GE\x00", b"GET\r\n", b"\r\n\x16"])
+def test_what_cannot_begin_a_method_is_refused_before_the_head_ends(start):
+    assert refusal(start) == 400
+
+
+@pytest.mark.parametrize("start", [b"G", b"GET", b"GET /", b"\r", b"\r\n", b"\r\n\r", b"\r\nGE", b"M-SEARCH"])
+def test_the_start_of_a_request_waits_for_the_rest(start):
+    assert events(start) == []
+
+
 def test_upgrade_stops_parsing_after_the_request():
     parser = RequestParser()
     out = events(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello",

@@ -383,6 +383,15 @@ class Arbiter:
         while exits:
             exited(*exits.popleft())
 
+    def requeue_signals(self) -> None:
+        """Before an exec, with the signals blocked (upgrade.defer_signals): those recorded
+        but not yet acted on (a SIGTERM can land just as the check ends) are sent again,
+        so they wait across exec for the new code instead of being lost with this one."""
+        while self._signals:
+            signum = self._signals.popleft()
+            if signum in upgrade.DEFERRED_SIGNALS:
+                os.kill(self.pid, signum)
+
     def retire_children(self, retired: bool) -> None:
         """Tell the children of this program to end their connection after the current response."""
         self._retired[0] = int(retired)

@@ -104,6 +104,7 @@ class Upgrader:
         # From here no exit may be reaped without being booked: one reaped now
         # and handed over as running would be "timed out" by the new code.
         upgrade.defer_signals()
+        arbiter.requeue_signals()
         arbiter.book_exits()
         handover = Handover(
             command=self.command, fallback=self.fallback,

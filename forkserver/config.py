@@ -261,6 +261,9 @@ def load_settings(argv=None, environ=None, previous_env_keys=frozenset(), read_e
                 values[key] = True
         elif value is not None:
             values[key] = tuple(value) if isinstance(value, list) else value
+    if flags["check_host"] is not None and values.get("check_path") is None:
+        # The variable alone is fine: the role sets it for its own verify request too.
+        raise UsageError("--check-host names the Host of the --check-path request: give --check-path too")
     return Settings(**values)
 
 

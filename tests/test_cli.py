@@ -180,6 +180,17 @@ def test_check_host_must_be_a_host_and_optional_port(args, env, words):
     one_line_error(run("--check-config", *args, env=env), 2, *words)
 
 
+def test_check_host_without_a_check_path_is_a_mistake_on_the_command_line_only():
+    """The flag alone would change nothing; the variable alone is what the role writes
+    for its own verify request, so it is accepted."""
+    one_line_error(run("--check-config", "--check-host", "www.example.com"), 2, "--check-host", "--check-path")
+    done = run("--check-config", env={"FORKSERVER_CHECK_HOST": "www.example.com"})
+    assert done.returncode == 0, done.stderr
+    done = run("--check-config", "--check-host", "www.example.com", env={"FORKSERVER_CHECK_PATH": "/hello"})
+    assert done.returncode == 0, done.stderr
+    assert "GET /hello answered 200 OK" in done.stdout
+
+
 @pytest.mark.parametrize("args, env, words", [
     (["--check-path", "hello"], {}, ["--check-path", "starts with /"]),
     ([], {"FORKSERVER_CHECK_PATH": "/a b"}, ["FORKSERVER_CHECK_PATH", "'/a b'"]),

@@ -173,6 +173,30 @@ def test_check_path_follows_verify_unless_set(tmp_path, extra, check_path):
     assert env.get("FORKSERVER_CHECK_PATH") == check_path
 
 
+def test_both_roles_and_the_server_agree_on_what_a_host_header_is():
+    """The preflight of each role and the server's --check-host each keep their own pattern:
+    a value one accepts and another refuses would pass preflight and fail the service."""
+    import re
+
+    import yaml
+
+    from forkserver.config import host_header
+
+    patterns = {role: yaml.safe_load((REPO / "roles" / role / "vars" / "main.yml").read_text())[key]
+                for role, key in (("forkserver", "_forkserver_host_header_re"),
+                                  ("forkserver_lb", "_forkserver_lb_host_header_re"))}
+    samples = ["www.example.com", "example.com:8080", "[::1]:8888", "[::1]", "10.0.0.5:80", "a",
+               "www.example.com/", "http://www.example.com", "a b", "example.com:port",
+               "-example.com", "example-.com", "[::1", "example.com:123456", "[g::1]"]
+    for sample in samples:
+        try:
+            server_accepts = host_header(sample) is not None
+        except ValueError:
+            server_accepts = False
+        for role, pattern in patterns.items():
+            assert bool(re.match(pattern, sample)) == server_accepts, (role, sample)
+
+
 @pytest.mark.parametrize("check_host", ["www.example.com", "example.com:8080", "[::1]:8888"])
 def test_check_host_goes_into_the_settings_file(tmp_path, check_host):
     env = parse_systemd_env_file(render(tmp_path, {"forkserver_check_host": check_host}).env_text)

@@ -224,6 +224,35 @@ def test_settings_from_environment_and_flags_win(tmp_path):
         flagged.stop()
 
 
+def _free_port_on_both_families() -> int:
+    for _ in range(20):
+        with socket.socket(socket.AF_INET6) as v6, socket.socket() as v4:
+            v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            v6.bind(("::", 0))
+            port = v6.getsockname()[1]
+            try:
+                v4.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    pytest.fail("no port free on both IPv4 and IPv6")
+
+
+def test_an_ipv6_wildcard_listens_on_ipv6_only_so_the_ipv4_one_can_be_bound_beside_it(start_server):
+    """Linux would make [::] take IPv4 too (bindv6only=0), and 0.0.0.0 on the same port
+    would then fail with "address already in use"."""
+    port = _free_port_on_both_families()
+    v6_only = start_server(bind=f"[::]:{port}")
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/hello", timeout=5)
+    assert requests.get(f"http://[::1]:{port}/hello", timeout=5).text == "Hello, World!"
+    assert v6_only.stop() == 0
+    both = start_server("--bind", f"0.0.0.0:{port}", bind=f"[::]:{port}")
+    for host in ("127.0.0.1", "[::1]"):
+        assert requests.get(f"http://{host}:{port}/hello", timeout=5).text == "Hello, World!"
+    assert both.stop() == 0
+
+
 def test_startup_line_names_pid_and_every_address(start_server, tmp_path):
     sock_path = str(tmp_path / "fs.sock")
     server = start_server("--bind", f"unix:{sock_path}", "--bind", "[::1]:0")

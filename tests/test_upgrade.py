@@ -295,6 +295,28 @@ def test_stop_signal_during_an_upgrade_is_a_graceful_stop(start_server, tmp_path
     assert server.proc.wait(20) == 0, server.log
 
 
+def test_a_signal_recorded_just_before_the_exec_waits_across_it_for_the_new_code():
+    """The narrow case of the test above, forced: a SIGTERM the handler recorded after the
+    check ended but before the handover blocked signals. requeue_signals sends it again while
+    blocked, so the program executed next finds it pending (and acts on it once its handlers
+    are in place); a signal that waits for no one (not deferred) is not sent again."""
+    program = textwrap.dedent("""
+        import collections, os, signal, sys
+        from types import SimpleNamespace
+        from forkserver import upgrade
+        from forkserver.arbiter import Arbiter
+        upgrade.defer_signals()
+        recorded = SimpleNamespace(pid=os.getpid(), _signals=collections.deque([signal.SIGTERM, signal.SIGWINCH]))
+        Arbiter.requeue_signals(recorded)
+        assert not recorded._signals
+        os.execv(sys.executable, [sys.executable, "-c",
+                 "import signal; print(sorted(s.name for s in signal.sigpending()))"])
+    """)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['SIGTERM']"
+
+
 def test_service_manager_is_told_ready_reloading_and_stopping(start_server, tmp_path, settings_file):
     """The sd_notify protocol, received on a real datagram socket as systemd would."""
     path = str(tmp_path / "notify.sock")

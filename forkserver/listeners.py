@@ -59,12 +59,13 @@ class Listener:
     and the bind address it was opened for (``spec``, as configured, with
     ``metrics=`` in front for the metrics listener)."""
 
-    def __init__(self, sock: socket.socket, address: Address, spec: str = ""):
+    def __init__(self, sock: socket.socket, address: Address, spec: str = "", inherited: bool = False):
         self.sock = sock
         self.address = address
         self.family = int(address.family)  # a plain int: the child needs no enum to build its socket
         self.spec = spec
         self.metrics = spec.startswith(METRICS)
+        self.inherited = inherited  # across a hot upgrade, from the code that ran before
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -106,8 +107,11 @@ def open_listener(address: Address, backlog: int, spec: str = "") -> Listener:
 def open_listeners(texts, backlog: int, inherited=()) -> list[Listener]:
     """A listener for every bind address; one inherited across a hot upgrade is kept, not reopened.
 
-    `inherited` is (descriptor, bind address) pairs; an inherited socket whose
-    address is no longer wanted is closed (and its unix socket file removed).
+    `inherited` is (descriptor, bind address) pairs. Should an address fail,
+    what was opened is closed and what was inherited is left open (see
+    release_listeners). An inherited socket no longer wanted stays open too,
+    until close_dropped: up to then the previous code may have to run again
+    on it.
     """
     kept = {spec: fd for fd, spec in inherited}
     listeners: list[Listener] = []
@@ -118,12 +122,41 @@ def open_listeners(texts, backlog: int, inherited=()) -> list[Listener]:
             listeners.append(open_listener(parse_address(spec.removeprefix(METRICS)), backlog, spec) if fd is None
                              else adopt_listener(fd, backlog, spec))
     except BindError:
-        for listener in listeners:
-            listener.close()
+        release_listeners(listeners)
         raise
-    for spec, fd in kept.items():
-        Listener(socket.socket(fileno=fd), parse_address(spec.removeprefix(METRICS)), spec).close()
     return listeners
+
+
+def release_listeners(listeners: list[Listener]) -> None:
+    """Undo open_listeners for a server that will not start after all.
+
+    The sockets it opened are closed. Those it inherited are left open, and a
+    unix socket's file in place: after a failed hot upgrade the code that ran
+    before is executed again on them (cli.py), and clients wait in their
+    backlog meanwhile.
+    """
+    for listener in listeners:
+        if listener.inherited:
+            listener.sock.detach()
+        else:
+            listener.close()
+
+
+def close_dropped(inherited, listeners: list[Listener]) -> None:
+    """Close the inherited sockets no bind address wants any more (and remove a unix socket's file)."""
+    wanted = {listener.spec for listener in listeners}
+    for fd, spec in inherited:
+        if spec not in wanted:
+            Listener(socket.socket(fileno=fd), parse_address(spec.removeprefix(METRICS)), spec).close()
+
+
+def check_listeners(texts, held=()) -> None:
+    """Listen on every bind address not in `held` for a moment, then close: BindError names the first
+    that cannot be listened on (in use, not on this machine, a port that needs privileges)."""
+    for text in texts:
+        spec = text.strip()
+        if spec not in held:
+            open_listener(parse_address(spec.removeprefix(METRICS)), 1, spec).close()
 
 
 def adopt_listener(fd: int, backlog: int, spec: str) -> Listener:
@@ -136,7 +169,7 @@ def adopt_listener(fd: int, backlog: int, spec: str) -> Listener:
     if address.family != socket.AF_UNIX:
         host, port = sock.getsockname()[:2]
         address = address._replace(host=host, port=port)
-    return Listener(sock, address, spec)
+    return Listener(sock, address, spec, inherited=True)
 
 
 def _remove_stale_socket(path: str) -> None:

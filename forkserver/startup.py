@@ -17,9 +17,10 @@ from .bytecode import compiled_at_start
 from .config import Settings
 from .connection import ConnectionSettings
 from .httpparser import Limits
-from .listeners import METRICS, BindError, open_listeners, parse_address
+from .listeners import (METRICS, BindError, check_listeners, close_dropped, open_listeners, parse_address,
+                        release_listeners)
 from .loader import BUILTIN, AppLoadError, load_app
-from . import stdstreams
+from . import stdstreams, upgrade
 
 
 class StartupError(Exception):
@@ -32,16 +33,24 @@ ERRORS = (StartupError, AppLoadError, BindError)
 def run(settings: Settings, handover=None) -> int:
     stdstreams.unbuffer()  # before the app is imported: what it keeps of them is unbuffered
     app = load_app(settings.app, settings.chdir)
+    binds = [*settings.bind, *([METRICS + settings.metrics_bind] if settings.metrics_bind else [])]
     if settings.check_config:
         _check_paths(settings)
+        if upgrade.LISTENING_VARIABLE in os.environ:  # checked by a running server, before its upgrade
+            check_listeners(binds, held=os.environ[upgrade.LISTENING_VARIABLE].split("\n"))
         answered = _check_app(app, settings) if settings.check_path else ""
         print(f"forkserver: configuration OK: app {settings.app or BUILTIN}, "
               f"bind {', '.join(str(parse_address(b)) for b in settings.bind)}{answered}")
         return 0
     access_log = _open_access_log(settings)
-    binds = [*settings.bind, *([METRICS + settings.metrics_bind] if settings.metrics_bind else [])]
-    listeners = open_listeners(binds, settings.backlog, handover.listeners if handover else ())
-    _write_pid_file(settings.pid_file)
+    inherited = handover.listeners if handover else ()
+    listeners = open_listeners(binds, settings.backlog, inherited)
+    try:
+        _write_pid_file(settings.pid_file)
+    except StartupError:
+        release_listeners(listeners)  # the code that ran before may run again on those inherited
+        raise
+    close_dropped(inherited, listeners)
     from .arbiter import Arbiter
 
     _warn_of_compiled_modules()

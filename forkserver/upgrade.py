@@ -24,6 +24,9 @@ from typing import NamedTuple  # annotations evaluated, not strings: see bytecod
 from . import forkenv
 
 HANDOVER_VARIABLE = "FORKSERVER_HANDOVER"
+# Given to the new code's --check-config: the bind addresses the running
+# server listens on already (one per line), so it tries to listen on the others.
+LISTENING_VARIABLE = "FORKSERVER_LISTENING"
 # Signals that must wait while the process is between two programs: their
 # handlers are gone at exec, and SIGTERM's default action would end it.
 DEFERRED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
@@ -97,10 +100,10 @@ def check_command(command: list[str]) -> list[str]:
     return [*command, "--check-config"]
 
 
-def spawn(command: list[str], output_fd: int) -> int:
+def spawn(command: list[str], output_fd: int, environment) -> int:
     """Start a command with stdout and stderr on output_fd; returns its pid (reaped by the reaper)."""
     actions = [(os.POSIX_SPAWN_DUP2, output_fd, 1), (os.POSIX_SPAWN_DUP2, output_fd, 2)]
-    return os.posix_spawn(command[0], command, os.environ, file_actions=actions,
+    return os.posix_spawn(command[0], command, environment, file_actions=actions,
                           setsigdef=(signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGPIPE))
 
 
@@ -152,11 +155,11 @@ class UpgradeCheck:
     TIMEOUT = 60.0     # seconds the new code gets to import the app and check the settings
     OUTPUT_LIMIT = 16 * 1024
 
-    def __init__(self, command: list[str], now: float):
+    def __init__(self, command: list[str], now: float, listening=()):
         self.command = check_command(command)
         read_fd, write_fd = os.pipe()
         try:
-            self.pid = spawn(self.command, write_fd)
+            self.pid = spawn(self.command, write_fd, {**os.environ, LISTENING_VARIABLE: "\n".join(listening)})
         except OSError:
             os.close(read_fd)
             raise

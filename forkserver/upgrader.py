@@ -57,7 +57,8 @@ class Upgrader:
             return
         notify.reloading()
         try:
-            self.check = UpgradeCheck(self.command, time.monotonic())
+            self.check = UpgradeCheck(self.command, time.monotonic(),
+                                      listening=[listener.spec for listener in self.arbiter.listeners])
         except OSError as exc:
             self.failed(f"cannot run {self.command[0]}: {exc.strerror or exc}")
             return

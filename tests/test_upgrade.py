@@ -225,6 +225,8 @@ RELEASE_SCRIPT = """\
 import os, sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 from forkserver.cli import main
+if "--check-config" not in sys.argv:
+    sys.argv += {serve_args!r}
 sys.exit(main())
 """
 
@@ -239,11 +241,12 @@ def app(environ, start_response):
 """
 
 
-def make_release(root, name, broken=False):
+def make_release(root, name, broken=False, serve_args=()):
+    """A release side by side with others; `serve_args` are added to its command line except in its check."""
     release = root / "releases" / name
     (release / "bin").mkdir(parents=True)
     script = release / "bin" / "forkserver"
-    script.write_text(RELEASE_SCRIPT.format(python=sys.executable))
+    script.write_text(RELEASE_SCRIPT.format(python=sys.executable, serve_args=list(serve_args)))
     script.chmod(0o755)
     (release / "release_app.py").write_text(textwrap.dedent(RELEASE_APP.format(broken=broken, name=name)))
     return release
@@ -282,6 +285,78 @@ def test_releases_switch_by_link_and_a_release_that_fails_after_exec_is_rolled_b
         assert client.failures == [], client.failures[:5]
         assert client.bodies == {"a", "b"}
         assert server.wait_for_log("going back to")
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def held_port():
+    """A port another process listens on, as a deploy may find it."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+def ask_unix(path) -> bytes:
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(10)
+        client.connect(str(path))
+        client.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        return read_until_close(client)
+
+
+def test_a_new_bind_address_that_cannot_be_listened_on_fails_the_check(start_server, tmp_path, settings_file,
+                                                                       held_port):
+    """The check run before the exec tries the addresses the server does not hold yet."""
+    settings_file.write_text('FORKSERVER_BIND="127.0.0.1:0"\n')
+    server, state = start(start_server, tmp_path, settings_file, bind=None)
+    client = ClientLoop(server.url + "/hello")
+    client.start()
+    try:
+        settings_file.write_text(f'FORKSERVER_BIND="127.0.0.1:0,127.0.0.1:{held_port}"\n')
+        done = reload(state)
+        time.sleep(0.3)
+    finally:
+        client.stop()
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{held_port}: address already in use" in done.stderr
+    recorded = json.loads(state.read_text())
+    assert recorded["generation"] == 0 and recorded["last_upgrade"]["result"] == "failed"  # never executed
+    assert client.failures == [], client.failures[:5]
+    assert client.ok > 10
+    # By hand (no server asking), the check leaves binding to the start, which may find the port taken over.
+    assert subprocess.run([sys.executable, "-m", "forkserver", "--env-file", str(settings_file), "--check-config"],
+                          capture_output=True, timeout=60).returncode == 0
+
+
+def test_new_code_that_cannot_listen_after_exec_goes_back_on_the_same_sockets(tmp_path, settings_file, held_port):
+    """An address taken between the check and the exec: the new code fails to start, and the code
+    of before runs again on the listening sockets it left, the unix socket's file included."""
+    make_release(tmp_path, "a")
+    make_release(tmp_path, "b", serve_args=["--bind", f"127.0.0.1:{held_port}"])
+    point_current(tmp_path, tmp_path / "releases" / "a")
+    state, unix_path = tmp_path / "state.json", tmp_path / "forkserver.sock"
+    server = ServerProcess(["release_app:app", "--bind", "127.0.0.1:0", "--bind", f"unix:{unix_path}",
+                            "--env-file", str(settings_file), "--state-file", str(state)],
+                           command=[str(tmp_path / "current" / "bin" / "forkserver")])
+    try:
+        client = ClientLoop(server.url + "/")
+        client.start()
+        time.sleep(0.3)
+        point_current(tmp_path, tmp_path / "releases" / "b")
+        done = reload(state)
+        time.sleep(0.3)
+        client.stop()
+        assert done.returncode == 1, done.stdout
+        assert f"cannot listen on 127.0.0.1:{held_port}: address already in use" in done.stderr
+        assert server.wait_for_log("going back to")
+        assert server.proc.poll() is None
+        assert requests.get(server.url, timeout=5).text == "a"
+        assert ask_unix(unix_path).endswith(b"\r\n\r\na")
+        assert json.loads(state.read_text())["release"].endswith("releases/a/bin/forkserver")
+        assert client.failures == [], client.failures[:5]
+        assert client.bodies == {"a"} and client.ok > 10
     finally:
         server.kill()
 

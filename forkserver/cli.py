@@ -40,15 +40,17 @@ def main(argv=None) -> int:
             import traceback  # only here: see log.py
 
             traceback.print_exception(exc.__cause__)
-        _fall_back(handover, str(exc), environ_before)
+        _fall_back(handover, str(exc), environ_before, closed=getattr(exc, "closed_inherited", ()))
         return _fail(str(exc), 1)
     except KeyboardInterrupt:
         return 130
 
 
-def _fall_back(handover, reason: str, environ_before: dict) -> None:
+def _fall_back(handover, reason: str, environ_before: dict, closed=()) -> None:
     """New code that cannot start after a hot upgrade: run the code that was running before.
 
+    It gets the listening sockets this code inherited, but for those `closed`
+    (to free their port for another address): it listens on those afresh.
     Returns only when there is nothing to go back to (no upgrade, or this is
     already the previous code), and the caller then exits with the error.
     """
@@ -59,7 +61,9 @@ def _fall_back(handover, reason: str, environ_before: dict) -> None:
     os.environ.clear()
     os.environ.update(environ_before)
     try:
-        execute(handover._replace(fallen_back=reason), handover.fallback)
+        execute(handover._replace(fallen_back=reason,
+                                  listeners=[pair for pair in handover.listeners if pair[1] not in closed]),
+                handover.fallback)
     except OSError as exc:
         print(f"forkserver: cannot execute {handover.fallback[0]}: {exc.strerror or exc}", file=sys.stderr)
 

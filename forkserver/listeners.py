@@ -10,6 +10,11 @@ from typing import NamedTuple  # annotations evaluated, not strings: see bytecod
 class BindError(Exception):
     """An address could not be listened on; the message is for the operator."""
 
+    def __init__(self, message: str, errno_: int = 0):
+        super().__init__(message)
+        self.errno = errno_
+        self.closed_inherited: list[str] = []  # see open_listeners
+
 
 class Address(NamedTuple):
     family: int
@@ -96,7 +101,7 @@ def open_listener(address: Address, backlog: int, spec: str = "") -> Listener:
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise BindError(f"cannot listen on {_describe(address)}: {_reason(exc, address)}") from None
+        raise BindError(f"cannot listen on {_describe(address)}: {_reason(exc, address)}", exc.errno) from None
     sock.setblocking(False)
     if address.family != socket.AF_UNIX:
         host, port = sock.getsockname()[:2]
@@ -104,27 +109,58 @@ def open_listener(address: Address, backlog: int, spec: str = "") -> Listener:
     return Listener(sock, address, spec)
 
 
-def open_listeners(texts, backlog: int, inherited=()) -> list[Listener]:
-    """A listener for every bind address; one inherited across a hot upgrade is kept, not reopened.
+def open_listeners(texts, backlog: int, inherited=()) -> tuple[list[Listener], list[str]]:
+    """A listener for every bind address, and the bind addresses of the inherited sockets it closed.
 
-    `inherited` is (descriptor, bind address) pairs. Should an address fail,
-    what was opened is closed and what was inherited is left open (see
-    release_listeners). An inherited socket no longer wanted stays open too,
-    until close_dropped: up to then the previous code may have to run again
-    on it.
+    `inherited` is (descriptor, bind address) pairs handed over by a hot
+    upgrade; one still wanted is kept, not reopened. An address on the port
+    of an inherited one no longer wanted (0.0.0.0:8888 moved to
+    127.0.0.1:8888) cannot be listened on beside it: that one is closed
+    first, as gunicorn does on a reload (clients in its backlog then are
+    reset), and named in the second list, or in BindError.closed_inherited
+    should a later address fail. Should an address fail, what was opened is
+    closed and what was inherited is left open (see release_listeners). Any
+    other inherited socket no longer wanted stays open until close_dropped:
+    up to then the previous code may have to run again on it.
     """
     kept = {spec: fd for fd, spec in inherited}
+    wanted = {text.strip() for text in texts}
+    closed: list[str] = []
     listeners: list[Listener] = []
     try:
         for text in texts:
             spec = text.strip()
             fd = kept.pop(spec, None)
-            listeners.append(open_listener(parse_address(spec.removeprefix(METRICS)), backlog, spec) if fd is None
-                             else adopt_listener(fd, backlog, spec))
-    except BindError:
+            if fd is not None:
+                listeners.append(adopt_listener(fd, backlog, spec))
+                continue
+            address = parse_address(spec.removeprefix(METRICS))
+            try:
+                listeners.append(open_listener(address, backlog, spec))
+            except BindError as exc:
+                moved = _on_the_same_port(address, [held for held in kept if held not in wanted])
+                if exc.errno != errno.EADDRINUSE or moved is None:
+                    raise
+                fd = kept.pop(moved)
+                Listener(socket.socket(fileno=fd), parse_address(moved.removeprefix(METRICS)), moved).close()
+                closed.append(moved)
+                listeners.append(open_listener(address, backlog, spec))
+    except BindError as exc:
         release_listeners(listeners)
+        exc.closed_inherited = closed
         raise
-    return listeners
+    return listeners, closed
+
+
+def _on_the_same_port(address: Address, specs) -> str | None:
+    """The first of `specs` (bind addresses) of the same family and fixed port as `address`, if any."""
+    if address.family == socket.AF_UNIX or not address.port:
+        return None
+    for spec in specs:
+        other = parse_address(spec.removeprefix(METRICS))
+        if other.family == address.family and other.port == address.port:
+            return spec
+    return None
 
 
 def release_listeners(listeners: list[Listener]) -> None:
@@ -142,21 +178,33 @@ def release_listeners(listeners: list[Listener]) -> None:
             listener.close()
 
 
-def close_dropped(inherited, listeners: list[Listener]) -> None:
-    """Close the inherited sockets no bind address wants any more (and remove a unix socket's file)."""
+def close_dropped(inherited, listeners: list[Listener], closed=()) -> None:
+    """Close the inherited sockets no bind address wants any more (and remove a unix socket's file),
+    but for those open_listeners closed already (their descriptors may be new sockets' now)."""
     wanted = {listener.spec for listener in listeners}
     for fd, spec in inherited:
-        if spec not in wanted:
+        if spec not in wanted and spec not in closed:
             Listener(socket.socket(fileno=fd), parse_address(spec.removeprefix(METRICS)), spec).close()
 
 
 def check_listeners(texts, held=()) -> None:
     """Listen on every bind address not in `held` for a moment, then close: BindError names the first
-    that cannot be listened on (in use, not on this machine, a port that needs privileges)."""
-    for text in texts:
-        spec = text.strip()
-        if spec not in held:
-            open_listener(parse_address(spec.removeprefix(METRICS)), 1, spec).close()
+    that cannot be listened on (in use, not on this machine, a port that needs privileges).
+
+    An address in use on the port of a held one that `texts` no longer names
+    passes: open_listeners frees that port for it.
+    """
+    wanted = [text.strip() for text in texts]
+    dropped = [spec for spec in held if spec and spec not in wanted]
+    for spec in wanted:
+        if spec in held:
+            continue
+        address = parse_address(spec.removeprefix(METRICS))
+        try:
+            open_listener(address, 1, spec).close()
+        except BindError as exc:
+            if exc.errno != errno.EADDRINUSE or _on_the_same_port(address, dropped) is None:
+                raise
 
 
 def adopt_listener(fd: int, backlog: int, spec: str) -> Listener:

@@ -44,13 +44,14 @@ def run(settings: Settings, handover=None) -> int:
         return 0
     access_log = _open_access_log(settings)
     inherited = handover.listeners if handover else ()
-    listeners = open_listeners(binds, settings.backlog, inherited)
+    listeners, closed = open_listeners(binds, settings.backlog, inherited)
     try:
         _write_pid_file(settings.pid_file)
-    except StartupError:
+    except StartupError as exc:
         release_listeners(listeners)  # the code that ran before may run again on those inherited
+        exc.closed_inherited = closed
         raise
-    close_dropped(inherited, listeners)
+    close_dropped(inherited, listeners, closed)
     from .arbiter import Arbiter
 
     _warn_of_compiled_modules()

@@ -27,5 +27,5 @@ class SingleWaitReaper(Reaper):
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    listeners = open_listeners([sys.argv[1]], 1024)
+    listeners, _ = open_listeners([sys.argv[1]], 1024)
     sys.exit(Arbiter(hello_app, listeners, reaper=SingleWaitReaper(), graceful_timeout=2).run())

@@ -361,6 +361,46 @@ def test_new_code_that_cannot_listen_after_exec_goes_back_on_the_same_sockets(tm
         server.kill()
 
 
+def listening_on(pid) -> list[tuple[str, int]]:
+    process = psutil.Process(pid)
+    connections = getattr(process, "net_connections", None) or process.connections  # psutil 6 renamed it
+    return sorted(tuple(c.laddr) for c in connections(kind="tcp") if c.status == psutil.CONN_LISTEN)
+
+
+def test_a_port_moved_to_another_host_frees_the_port_and_the_code_of_before_takes_it_back(tmp_path, settings_file,
+                                                                                            held_port):
+    """0.0.0.0:P and 127.0.0.1:P cannot be listened on side by side: the new code closes the
+    inherited socket first. When it then fails to start, the code of before listens on P afresh."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    make_release(tmp_path, "a")
+    make_release(tmp_path, "b", serve_args=["--bind", f"127.0.0.1:{port}", "--bind", f"127.0.0.1:{held_port}"])
+    point_current(tmp_path, tmp_path / "releases" / "a")
+    settings_file.write_text(f'FORKSERVER_BIND="0.0.0.0:{port}"\n')
+    state, url = tmp_path / "state.json", f"http://127.0.0.1:{port}/"
+    server = ServerProcess(["release_app:app", "--env-file", str(settings_file), "--state-file", str(state)],
+                           command=[str(tmp_path / "current" / "bin" / "forkserver")])
+    try:
+        assert listening_on(server.pid) == [("0.0.0.0", port)]
+        point_current(tmp_path, tmp_path / "releases" / "b")
+        failed = reload(state)
+        assert failed.returncode == 1, failed.stdout
+        assert f"cannot listen on 127.0.0.1:{held_port}: address already in use" in failed.stderr
+        assert server.proc.poll() is None
+        assert listening_on(server.pid) == [("0.0.0.0", port)]
+        assert requests.get(url, timeout=5).text == "a"
+        point_current(tmp_path, tmp_path / "releases" / "a")
+        settings_file.write_text(f'FORKSERVER_BIND="127.0.0.1:{port}"\n')
+        moved = reload(state)
+        assert moved.returncode == 0, moved.stderr
+        assert listening_on(server.pid) == [("127.0.0.1", port)]
+        assert requests.get(url, timeout=5).text == "a"
+        assert json.loads(state.read_text())["last_upgrade"]["result"] == "ok"
+    finally:
+        server.kill()
+
+
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.15, 0.3])
 def test_stop_signal_during_an_upgrade_is_a_graceful_stop(start_server, tmp_path, settings_file, delay):
     server, state = start(start_server, tmp_path, settings_file)

@@ -119,6 +119,8 @@ def _check_paths(settings: Settings) -> None:
             directory = os.path.dirname(os.path.abspath(path))
             if not os.access(directory, os.W_OK):
                 raise StartupError(f"{what} {path!r}: directory {directory!r} is missing or not writable")
+            if os.path.isdir(path):
+                raise StartupError(f"{what} {path!r}: is a directory, not a file")
 
 
 def _open_access_log(settings: Settings):

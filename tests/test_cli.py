@@ -105,6 +105,12 @@ def test_version():
     assert done.returncode == 0 and done.stdout.strip() == f"forkserver {forkserver.__version__}"
 
 
+@pytest.mark.parametrize("flag", ["--pid-file", "--access-log", "--state-file"])
+def test_check_config_finds_a_file_setting_that_names_a_directory(tmp_path, flag):
+    """Caught by the check, so a hot upgrade to such settings is refused before its exec."""
+    one_line_error(run("--check-config", flag, str(tmp_path)), 1, str(tmp_path), "is a directory")
+
+
 def test_check_config_passes_and_does_not_bind():
     done = run("flask_app:app", "--check-config", "--bind", "127.0.0.1:1")
     assert done.returncode == 0, done.stderr

@@ -59,13 +59,16 @@ def main(argv=None) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Running: a zombie (a server that died, not yet reaped by a parent that is slow to, or never
+    reaps, as a shell or a container's init may be) is not."""
+    import psutil  # here: not for every read of the state file
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        pass
-    return True
+    except psutil.AccessDenied:
+        return True
 
 
 def _say(message: str, status: int) -> int:

@@ -220,6 +220,25 @@ def test_reload_without_an_outcome_says_what_the_state_file_still_records(tmp_pa
                            "still records 6 upgrade(s), generation 4\n")
 
 
+def test_reload_says_at_once_that_a_server_which_died_and_is_not_yet_reaped_exited(tmp_path):
+    # A process that SIGHUP ends, whose parent (this test) does not reap it: a zombie, as
+    # under a shell or a container's init that reaps late or never.
+    doomed = subprocess.Popen([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert doomed.stdout.readline() == "ready\n"
+        state = tmp_path / "state.json"
+        state.write_text(json.dumps({"pid": doomed.pid, "generation": 0, "upgrades": 0}))
+        done = subprocess.run([*RELOAD, str(state), "--timeout", "30"], capture_output=True, text=True, timeout=60)
+        assert psutil.Process(doomed.pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        doomed.kill()
+        doomed.wait()
+    assert done.returncode == 1
+    # Said once the pid is a zombie, not after the whole --timeout as "no outcome".
+    assert done.stderr == f"forkserver-reload: pid {doomed.pid} exited during the upgrade\n"
+
+
 RELEASE_SCRIPT = """\
 #!{python}
 import os, sys

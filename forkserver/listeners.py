@@ -134,7 +134,7 @@ def open_listeners(texts, backlog: int, inherited=()) -> tuple[list[Listener], l
             if fd is not None:
                 listeners.append(adopt_listener(fd, backlog, spec))
                 continue
-            address = parse_address(spec.removeprefix(METRICS))
+            address = _address_of(spec)
             try:
                 listeners.append(open_listener(address, backlog, spec))
             except BindError as exc:
@@ -142,7 +142,7 @@ def open_listeners(texts, backlog: int, inherited=()) -> tuple[list[Listener], l
                 if exc.errno != errno.EADDRINUSE or moved is None:
                     raise
                 fd = kept.pop(moved)
-                Listener(socket.socket(fileno=fd), parse_address(moved.removeprefix(METRICS)), moved).close()
+                _close_inherited(fd, moved)
                 closed.append(moved)
                 listeners.append(open_listener(address, backlog, spec))
     except BindError as exc:
@@ -157,10 +157,20 @@ def _on_the_same_port(address: Address, specs) -> str | None:
     if address.family == socket.AF_UNIX or not address.port:
         return None
     for spec in specs:
-        other = parse_address(spec.removeprefix(METRICS))
+        other = _address_of(spec)
         if other.family == address.family and other.port == address.port:
             return spec
     return None
+
+
+def _address_of(spec: str) -> Address:
+    """The address a bind address stands for, the metrics listener's included."""
+    return parse_address(spec.removeprefix(METRICS))
+
+
+def _close_inherited(fd: int, spec: str) -> None:
+    """Close an inherited listening socket (and remove a unix socket's file)."""
+    Listener(socket.socket(fileno=fd), _address_of(spec), spec).close()
 
 
 def release_listeners(listeners: list[Listener]) -> None:
@@ -184,7 +194,7 @@ def close_dropped(inherited, listeners: list[Listener], closed=()) -> None:
     wanted = {listener.spec for listener in listeners}
     for fd, spec in inherited:
         if spec not in wanted and spec not in closed:
-            Listener(socket.socket(fileno=fd), parse_address(spec.removeprefix(METRICS)), spec).close()
+            _close_inherited(fd, spec)
 
 
 def check_listeners(texts, held=()) -> None:
@@ -199,7 +209,7 @@ def check_listeners(texts, held=()) -> None:
     for spec in wanted:
         if spec in held:
             continue
-        address = parse_address(spec.removeprefix(METRICS))
+        address = _address_of(spec)
         try:
             open_listener(address, 1, spec).close()
         except BindError as exc:
@@ -213,7 +223,7 @@ def adopt_listener(fd: int, backlog: int, spec: str) -> Listener:
     sock.set_inheritable(False)
     sock.setblocking(False)
     sock.listen(backlog)
-    address = parse_address(spec.removeprefix(METRICS))
+    address = _address_of(spec)
     if address.family != socket.AF_UNIX:
         host, port = sock.getsockname()[:2]
         address = address._replace(host=host, port=port)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -145,6 +146,13 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
         time.sleep(interval)
         value = predicate()
     return value
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on: bound, then released, for a server told to take it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def compile_bytecode(*directories, invalidation_mode="timestamp"):

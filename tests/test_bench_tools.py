@@ -8,7 +8,6 @@ be plausible: measuring is the tool's job, not the test's.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -16,7 +15,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import wait_until
+from conftest import free_port, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORKCOST = os.path.join(ROOT, "bench", "forkcost")
@@ -121,12 +120,6 @@ def test_forkcost_prices_forkservers_modules_on_the_lesson_server():
     for server, row in close.items():
         assert row["failures"] == "0", (server, row)
         assert 0 < number(row["child faults"]) < 5000, (server, row)
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.skipif(not LINUX, reason="psutil reads a process's mappings on Linux, not on macOS")

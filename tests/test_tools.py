@@ -17,6 +17,8 @@ import threading
 
 import pytest
 
+from conftest import free_port
+
 PY = sys.executable
 TIMEOUT = 30  # seconds: a bound on every subprocess, never reached when healthy
 
@@ -251,13 +253,6 @@ def canned_server():
         sock.close()
 
 
-def closed_port():
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_burst_128_clients_all_ok(http_server):
     url = http_server()
     res = run_tool("burst", url + "/hello", "--max-clients", 128,
@@ -314,7 +309,7 @@ def test_burst_body_mismatch(http_server):
 
 
 def test_burst_closed_port():
-    res = run_tool("burst", f"http://127.0.0.1:{closed_port()}/", "--max-clients", 8)
+    res = run_tool("burst", f"http://127.0.0.1:{free_port()}/", "--max-clients", 8)
     assert res.returncode == 1
     assert res.stdout.splitlines()[0] == "ok 0/8 failed 8"
     assert "connection refused" in res.stderr
@@ -355,7 +350,7 @@ def test_burst_bad_url(url):
     ["--timeout", "0"],
 ])
 def test_burst_bad_flags(args):
-    url = [] if not args else [f"http://127.0.0.1:{closed_port()}/"]
+    url = [] if not args else [f"http://127.0.0.1:{free_port()}/"]
     assert_usage_error(run_tool("burst", *url, *args))
 
 

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import ServerProcess, wait_until
+from conftest import ServerProcess, free_port, wait_until
 from rawhttp import read_until_close, status_of
 
 RELOAD = [sys.executable, "-m", "forkserver.reload"]
@@ -141,9 +141,7 @@ def test_new_code_starts_with_the_forking_settings_and_the_app_keeps_its_own(sta
 
 
 def test_a_new_listener_is_opened_and_a_dropped_one_closed(start_server, tmp_path, settings_file):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        new_port = probe.getsockname()[1]
+    new_port = free_port()
     settings_file.write_text('FORKSERVER_BIND="127.0.0.1:0"\n')
     server, state = start(start_server, tmp_path, settings_file, bind=None)
     assert requests.get(server.url + "/hello", timeout=5).status_code == 200
@@ -390,9 +388,7 @@ def test_a_port_moved_to_another_host_frees_the_port_and_the_code_of_before_take
                                                                                             held_port):
     """0.0.0.0:P and 127.0.0.1:P cannot be listened on side by side: the new code closes the
     inherited socket first. When it then fails to start, the code of before listens on P afresh."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     make_release(tmp_path, "a")
     make_release(tmp_path, "b", serve_args=["--bind", f"127.0.0.1:{port}", "--bind", f"127.0.0.1:{held_port}"])
     point_current(tmp_path, tmp_path / "releases" / "a")

@@ -4,6 +4,8 @@ Servers (each serving GET /hello -> 200 "Hello, World!"):
 
 * forkserver            the project's server (its built-in app)
 * lesson                bench/lesson_server.py, the classic lesson's fork server
+* floor                 bench/floor_server.py, the least a fork-per-connection
+                        WSGI server must do per connection (a reference)
 * ForkingTCPServer      bench/forking_server.py, the standard library's
 * gunicorn sync -w2     gunicorn's sync workers, serving bench/hello_app.py
 
@@ -90,6 +92,7 @@ def servers(opts):
         *variants,
         *baselines,
         Server("lesson", [PY, str(BENCH / "lesson_server.py"), "{host}", "{port}"]),
+        Server("floor", [PY, str(BENCH / "floor_server.py"), "{host}", "{port}"]),
         Server("ForkingTCPServer", [PY, str(BENCH / "forking_server.py"), "{host}", "{port}"]),
         Server("gunicorn sync -w2", [str(VENV_BIN / "gunicorn"), "-k", "sync", "-w", "2",
                                      "-b", "{host}:{port}", "--backlog", "1024",

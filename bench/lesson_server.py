@@ -95,12 +95,18 @@ def accept(listener):
             raise
 
 
-def serve(host, port):
-    """Fork one child per connection, forever."""
+def listen(host, port):
+    """The listening socket, with the backlog that lets a burst wait."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
     listener.listen(BACKLOG)
+    return listener
+
+
+def serve(host, port):
+    """Fork one child per connection, forever."""
+    listener = listen(host, port)
     signal.signal(signal.SIGCHLD, reap_children)
     while True:
         conn, _ = accept(listener)
@@ -124,6 +130,11 @@ def main(argv):
     if argv[:1] == ["--preload"]:
         preload(argv[1].split(","))
         argv = argv[2:]
+    run(serve, argv)
+
+
+def run(serve, argv):
+    """Call serve(HOST, PORT) from [HOST] PORT until interrupted."""
     host, port = ("127.0.0.1", argv[0]) if len(argv) == 1 else argv[:2]
     try:
         serve(host, int(port))

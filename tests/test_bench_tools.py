@@ -7,7 +7,9 @@ be plausible: measuring is the tool's job, not the test's.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
+import socket
 import subprocess
 import sys
 
@@ -20,6 +22,7 @@ from conftest import free_port, wait_until
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORKCOST = os.path.join(ROOT, "bench", "forkcost")
 LESSON = os.path.join(ROOT, "bench", "lesson_server.py")
+FLOOR = os.path.join(ROOT, "bench", "floor_server.py")
 LINUX = sys.platform.startswith("linux")
 TIMEOUT = 60  # seconds: a bound, never reached when healthy (a run takes a few seconds)
 
@@ -111,6 +114,16 @@ def test_forkcost_close_mode_under_bench_runs_wrk_load():
     assert "(target <= " not in res.stdout
 
 
+def first_answer(url):
+    """The reply to GET `url` once a server just started listens (None if it never does)."""
+    def answer():
+        try:
+            return requests.get(url, timeout=5)
+        except requests.ConnectionError:
+            return None
+    return wait_until(answer, timeout=15)
+
+
 @pytest.mark.skipif(not LINUX, reason="bench/forkcost reads /proc: its Linux-only exit is tested below")
 def test_forkcost_prices_forkservers_modules_on_the_lesson_server():
     res = forkcost("-n", "50", "--rounds", "1", "--warmup", "10", "--only", "lesson")
@@ -129,16 +142,46 @@ def test_lesson_server_preload_holds_the_modules_and_serves_as_without():
     proc = subprocess.Popen([sys.executable, LESSON, "--preload", "json,forkserver.arbiter", "127.0.0.1", str(port)],
                             cwd=ROOT)
     try:
-        def answer():
-            try:
-                return requests.get(f"http://127.0.0.1:{port}/hello", timeout=5)
-            except requests.ConnectionError:
-                return None
-        res = wait_until(answer, timeout=15)
+        res = first_answer(f"http://127.0.0.1:{port}/hello")
         assert res is not None and res.status_code == 200 and res.text == "Hello, World!"
         assert res.headers["Connection"] == "close"
         mapped = {os.path.basename(m.path) for m in psutil.Process(proc.pid).memory_maps()}
         assert any(name.startswith("_json.") for name in mapped), sorted(mapped)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def raw_exchange(port, request):
+    """The status line the server answers `request` with, sent on a fresh connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        return sock.makefile("rb").readline().rstrip()
+
+
+def test_floor_server_speaks_http_and_wsgi_and_reaps_every_child():
+    """The reference is held to what it claims: a PEP 3333 app behind real HTTP/1.1 checks, no zombies."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, FLOOR, "127.0.0.1", str(port)], cwd=ROOT)
+    try:
+        res = first_answer(f"http://127.0.0.1:{port}/hello?x=1")
+        assert res is not None and res.status_code == 200 and res.text == "Hello, World!"
+        assert res.headers["Connection"] == "close" and res.headers["Content-Length"] == "13"
+        assert requests.post(f"http://127.0.0.1:{port}/a%20b", data=b"body", timeout=5).status_code == 200
+        assert raw_exchange(port, b"GET /hello HTTP/1.1\r\n\r\n") == b"HTTP/1.1 400 Bad Request"
+        assert raw_exchange(port, b"NOT HTTP AT ALL\r\n\r\n") == b"HTTP/1.1 400 Bad Request"
+        assert raw_exchange(port, b"GET /hello HTTP/1.0\r\n\r\n") == b"HTTP/1.1 200 OK"
+        server = psutil.Process(proc.pid)
+        # The eager-binding re-exec kept the pid: the process serving is the one started.
+        assert server.environ().get("LD_BIND_NOW") == "1"
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            codes = list(pool.map(lambda _: requests.get(f"http://127.0.0.1:{port}/hello", timeout=10).status_code,
+                                  range(128)))
+        assert codes == [200] * 128
+
+        def unreaped():
+            return [c for c in server.children() if c.status() == psutil.STATUS_ZOMBIE]
+        assert wait_until(lambda: not server.children(), timeout=10), unreaped()
     finally:
         proc.kill()
         proc.wait(10)

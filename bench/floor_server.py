@@ -16,9 +16,10 @@ speaks HTTP/1.1 and PEP 3333 must do for each connection, and nothing more:
   collector (``gc.freeze()``);
 * the child resets the signals the parent handles, closes the listener, sets
   ``TCP_NODELAY`` and a timeout, parses the head with httptools (400 for a
-  malformed one, or for HTTP/1.1 without Host), builds a PEP 3333 environ,
-  calls the app through ``start_response``, writes one response with
-  ``Connection: close``, and exits with ``os._exit``.
+  malformed head or URL, or for HTTP/1.1 without Host), builds a PEP 3333
+  environ, calls the app through ``start_response`` (500 and the traceback on
+  stderr if it fails), writes one response with ``Connection: close``, and
+  exits with ``os._exit``.
 
 If forkserver costs what this costs per connection, what it does besides is
 free; what this costs beyond the lesson server is the price of speaking
@@ -43,6 +44,8 @@ from hello_app import app
 TIMEOUT = 30.0  # seconds a child waits on its client
 BAD_REQUEST = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n"
                b"Connection: close\r\n\r\nBad Request")
+SERVER_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: 21\r\n"
+                b"Connection: close\r\n\r\nInternal Server Error")
 
 
 class Head:
@@ -108,12 +111,18 @@ def respond(conn, environ):
         response_headers[:] = headers
         return conn.sendall
 
-    chunks = app(environ, start_response)
     try:
-        body = b"".join(chunks)
-    finally:
-        if hasattr(chunks, "close"):
-            chunks.close()
+        chunks = app(environ, start_response)
+        try:
+            body = b"".join(chunks)
+        finally:
+            if hasattr(chunks, "close"):
+                chunks.close()
+    except Exception:  # the app failed: a 500 for the client, the traceback for the operator
+        import traceback  # only here: the parent need not hold it
+        traceback.print_exc()
+        conn.sendall(SERVER_ERROR)
+        return
     lines = ["HTTP/1.1 " + status_line[0]]
     lines += [f"{name}: {value}" for name, value in response_headers if name.lower() != "connection"]
     if not any(name.lower() == "content-length" for name, _ in response_headers):
@@ -139,13 +148,13 @@ def handle(fd, peer, listener):
                 if not data:
                     return
                 parser.feed_data(data)
-        except httptools.HttpParserError:
+            if parser.get_http_version() == "1.1" and not any(n.lower() == b"host" for n, _ in head.headers):
+                raise httptools.HttpParserError("HTTP/1.1 without Host")
+            environ = environ_for(head, parser, peer, conn.getsockname())
+        except httptools.HttpParserError:  # a malformed head or URL, or no Host
             conn.sendall(BAD_REQUEST)
             return
-        if parser.get_http_version() == "1.1" and not any(n.lower() == b"host" for n, _ in head.headers):
-            conn.sendall(BAD_REQUEST)
-            return
-        respond(conn, environ_for(head, parser, peer, conn.getsockname()))
+        respond(conn, environ)
         conn.shutdown(socket.SHUT_WR)
     except OSError:
         pass  # the client went away or timed out; nothing to tell it

@@ -170,6 +170,8 @@ def test_floor_server_speaks_http_and_wsgi_and_reaps_every_child():
         assert requests.post(f"http://127.0.0.1:{port}/a%20b", data=b"body", timeout=5).status_code == 200
         assert raw_exchange(port, b"GET /hello HTTP/1.1\r\n\r\n") == b"HTTP/1.1 400 Bad Request"
         assert raw_exchange(port, b"NOT HTTP AT ALL\r\n\r\n") == b"HTTP/1.1 400 Bad Request"
+        bad_port = b"GET http://h:99999/ HTTP/1.1\r\nHost: h\r\n\r\n"  # llhttp takes it, the URL parser not
+        assert raw_exchange(port, bad_port) == b"HTTP/1.1 400 Bad Request"
         assert raw_exchange(port, b"GET /hello HTTP/1.0\r\n\r\n") == b"HTTP/1.1 200 OK"
         server = psutil.Process(proc.pid)
         # The eager-binding re-exec kept the pid: the process serving is the one started.
@@ -182,6 +184,27 @@ def test_floor_server_speaks_http_and_wsgi_and_reaps_every_child():
         def unreaped():
             return [c for c in server.children() if c.status() == psutil.STATUS_ZOMBIE]
         assert wait_until(lambda: not server.children(), timeout=10), unreaped()
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_floor_server_answers_500_and_logs_the_traceback_when_the_app_fails(tmp_path):
+    failing = tmp_path / "failing_floor.py"
+    failing.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(FLOOR)!r})\nimport floor_server\n\n"
+                       "def app(environ, start_response):\n    raise RuntimeError('the app failed')\n\n"
+                       "floor_server.app = app\nfloor_server.main(sys.argv[1:])\n")
+    port = free_port()
+    log = tmp_path / "floor.log"
+    with open(log, "wb") as stderr:
+        # LD_BIND_NOW already set: no re-exec, which would start floor_server.py itself.
+        proc = subprocess.Popen([sys.executable, str(failing), "127.0.0.1", str(port)], cwd=ROOT,
+                                stderr=stderr, env={**os.environ, "LD_BIND_NOW": "1"})
+    try:
+        res = first_answer(f"http://127.0.0.1:{port}/hello")
+        assert res is not None and res.status_code == 500 and res.text == "Internal Server Error"
+        assert wait_until(lambda: "RuntimeError: the app failed" in log.read_text(), timeout=10), log.read_text()
+        assert proc.poll() is None  # the parent serves on
     finally:
         proc.kill()
         proc.wait(10)

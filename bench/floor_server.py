@@ -104,17 +104,18 @@ def environ_for(head, parser, peer, server):
 
 def respond(conn, environ):
     """Call the app and send its response, framed with Content-Length."""
-    status_line, response_headers = [], []
+    status_line, response_headers, body_parts = [], [], []
 
     def start_response(status, headers, exc_info=None):
         status_line[:] = [status]
         response_headers[:] = headers
-        return conn.sendall
+        return body_parts.append  # write(): kept until the head has gone out
 
     try:
         chunks = app(environ, start_response)
         try:
-            body = b"".join(chunks)
+            body_parts.extend(chunks)
+            body = b"".join(body_parts)
         finally:
             if hasattr(chunks, "close"):
                 chunks.close()

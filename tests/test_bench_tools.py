@@ -189,22 +189,43 @@ def test_floor_server_speaks_http_and_wsgi_and_reaps_every_child():
         proc.wait(10)
 
 
-def test_floor_server_answers_500_and_logs_the_traceback_when_the_app_fails(tmp_path):
-    failing = tmp_path / "failing_floor.py"
-    failing.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(FLOOR)!r})\nimport floor_server\n\n"
-                       "def app(environ, start_response):\n    raise RuntimeError('the app failed')\n\n"
-                       "floor_server.app = app\nfloor_server.main(sys.argv[1:])\n")
+def start_floor_with_app(tmp_path, app_source):
+    """The floor serving the app defined by `app_source` instead of hello_app: (process, port, stderr log)."""
+    script = tmp_path / "floor_with_app.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(FLOOR)!r})\nimport floor_server\n\n"
+                      f"{app_source}\n\nfloor_server.app = app\nfloor_server.main(sys.argv[1:])\n")
     port = free_port()
     log = tmp_path / "floor.log"
     with open(log, "wb") as stderr:
         # LD_BIND_NOW already set: no re-exec, which would start floor_server.py itself.
-        proc = subprocess.Popen([sys.executable, str(failing), "127.0.0.1", str(port)], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, str(script), "127.0.0.1", str(port)], cwd=ROOT,
                                 stderr=stderr, env={**os.environ, "LD_BIND_NOW": "1"})
+    return proc, port, log
+
+
+def test_floor_server_answers_500_and_logs_the_traceback_when_the_app_fails(tmp_path):
+    proc, port, log = start_floor_with_app(
+        tmp_path, "def app(environ, start_response):\n    raise RuntimeError('the app failed')")
     try:
         res = first_answer(f"http://127.0.0.1:{port}/hello")
         assert res is not None and res.status_code == 500 and res.text == "Internal Server Error"
         assert wait_until(lambda: "RuntimeError: the app failed" in log.read_text(), timeout=10), log.read_text()
         assert proc.poll() is None  # the parent serves on
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_floor_server_sends_what_the_app_wrote_after_the_head(tmp_path):
+    """PEP 3333's write(): bytes written before the app returns follow the status line, not precede it."""
+    proc, port, _ = start_floor_with_app(
+        tmp_path, "def app(environ, start_response):\n"
+                  "    write = start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+                  "    write(b'written ')\n    return [b'returned']")
+    try:
+        res = first_answer(f"http://127.0.0.1:{port}/hello")
+        assert res is not None and res.status_code == 200 and res.text == "written returned"
+        assert res.headers["Content-Length"] == "16"
     finally:
         proc.kill()
         proc.wait(10)
